@@ -1,0 +1,115 @@
+"""Canvases: plain, translated and cluttered MNIST, built in batches on any torch device.
+
+A canvas is ``size x size`` uint8. The digit sits uniformly at random fully inside it (``size == 28``: exactly on
+it). Each of ``clutter`` distractors is a random 8x8 crop of another random digit of the same split, pasted at a
+uniform position fully inside the canvas; everything is summed and clipped to 255, as DeepMind's mnist-cluttered
+generator does.
+
+Where things go is a :class:`Layout`. Training layouts are drawn fresh for each episode from the env's generator;
+evaluation splits (``validation`` and ``test``) use one fixed layout per dataset index, drawn once from a fixed
+seed, so a given index always gives the same canvas whatever the env seed or the order of episodes: everyone
+evaluates on the same canvases.
+
+Glimpses are read from summed-area tables (:mod:`glimpse_env.retina`). Without clutter a canvas is just its digit
+shifted, so :func:`canvas_integrals` reuses the tables of the dataset's digits, computed once per process, and an
+episode costs nothing to set up; with clutter the canvas is composed and summed once per episode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from glimpse_env.config import MNIST_SIDE
+from glimpse_env.data import DigitSet
+from glimpse_env.retina import IntegralImage, integral_image
+
+DISTRACTOR_SIDE = 8
+EVALUATION_LAYOUT_SEED = 20140624  # fixed: evaluation canvases are the same for everyone
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the digit and the distractors of each canvas go (all int64 tensors on one device).
+
+    ``digit_offset``: ``B x 2`` (x, y) of the digit's top-left pixel. ``distractor_source``: ``B x N`` dataset
+    indices. ``distractor_crop``: ``B x N x 2`` (x, y) of the crop inside its source digit.
+    ``distractor_offset``: ``B x N x 2`` (x, y) where the crop is pasted.
+    """
+
+    digit_offset: torch.Tensor
+    distractor_source: torch.Tensor
+    distractor_crop: torch.Tensor
+    distractor_offset: torch.Tensor
+
+    def __getitem__(self, rows: torch.Tensor) -> Layout:
+        return Layout(
+            self.digit_offset[rows],
+            self.distractor_source[rows],
+            self.distractor_crop[rows],
+            self.distractor_offset[rows],
+        )
+
+
+def random_layout(
+    batch: int, size: int, clutter: int, num_digits: int, generator: torch.Generator, device: torch.device
+) -> Layout:
+    """``batch`` layouts drawn uniformly with ``generator`` (which must live on ``device``)."""
+
+    def uniform(high_inclusive: int, *shape: int) -> torch.Tensor:
+        return torch.randint(0, high_inclusive + 1, shape, generator=generator, device=device)
+
+    return Layout(
+        digit_offset=uniform(size - MNIST_SIDE, batch, 2),
+        distractor_source=uniform(num_digits - 1, batch, clutter),
+        distractor_crop=uniform(MNIST_SIDE - DISTRACTOR_SIDE, batch, clutter, 2),
+        distractor_offset=uniform(size - DISTRACTOR_SIDE, batch, clutter, 2),
+    )
+
+
+def evaluation_layouts(num_digits: int, size: int, clutter: int, device: torch.device) -> Layout:
+    """The fixed layout of every index of an evaluation split (drawn on the CPU, so identical on any device)."""
+    generator = torch.Generator().manual_seed(EVALUATION_LAYOUT_SEED + 1000 * size + clutter)
+    layout = random_layout(num_digits, size, clutter, num_digits, generator, torch.device("cpu"))
+    return Layout(*(field.to(device) for field in vars(layout).values()))
+
+
+def compose(digits: DigitSet, indices: torch.Tensor, layout: Layout, size: int) -> torch.Tensor:
+    """Canvases (``B x size x size`` uint8) of the digits at ``indices`` placed as ``layout`` says."""
+    batch, device = indices.shape[0], indices.device
+    canvas = torch.zeros(batch, size * size, dtype=torch.int32, device=device)
+
+    def paste(pixels: torch.Tensor, offset: torch.Tensor, side: int) -> None:
+        # pixels: B x M x side*side values; offset: B x M x 2 top-left (x, y) on the canvas.
+        rows = torch.arange(side, device=device)
+        patch = rows[:, None] * size + rows[None, :]  # side x side flat offsets of a patch at (0, 0)
+        start = offset[..., 1] * size + offset[..., 0]  # B x M
+        flat = (start[..., None] + patch.reshape(-1)).reshape(batch, -1)
+        canvas.scatter_add_(1, flat, pixels.reshape(batch, -1).to(torch.int32))
+
+    paste(digits.images[indices].reshape(batch, 1, -1), layout.digit_offset[:, None, :], MNIST_SIDE)
+    clutter = layout.distractor_source.shape[1]
+    if clutter:
+        rows = torch.arange(DISTRACTOR_SIDE, device=device)
+        crop = layout.distractor_crop  # B x N x 2
+        ys = (crop[..., 1, None] + rows)[..., :, None]  # B x N x 8 x 1
+        xs = (crop[..., 0, None] + rows)[..., None, :]  # B x N x 1 x 8
+        sources = digits.images[layout.distractor_source]  # B x N x 28 x 28
+        pieces = sources.reshape(batch, clutter, -1).gather(2, (ys * MNIST_SIDE + xs).reshape(batch, clutter, -1))
+        paste(pieces, layout.distractor_offset, DISTRACTOR_SIDE)
+    return canvas.clamp_(max=255).to(torch.uint8).view(batch, size, size)
+
+
+@lru_cache(maxsize=8)
+def digit_integrals(digits: DigitSet) -> IntegralImage:
+    """Summed-area tables of every digit of ``digits``, computed once per digit set (and device)."""
+    return integral_image(digits.images)
+
+
+def canvas_integrals(digits: DigitSet, indices: torch.Tensor, layout: Layout, size: int) -> IntegralImage:
+    """Summed-area tables of the canvases :func:`compose` would draw, without drawing them when there is no clutter."""
+    if layout.distractor_source.shape[1] == 0:
+        return digit_integrals(digits).select(indices, layout.digit_offset, size, size)
+    return integral_image(compose(digits, indices, layout, size))

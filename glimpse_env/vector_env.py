@@ -139,7 +139,9 @@ class GlimpseMNISTVectorEnv(VectorEnv):
         if self._evaluation_layouts is not None:
             layout = self._evaluation_layouts[indices]
         else:
-            layout = random_layout(self.num_envs, config.size, config.clutter, len(self.digits), self._generator, device)
+            layout = random_layout(
+                self.num_envs, config.size, config.clutter, len(self.digits), self._generator, device
+            )
         # Once per episode (or not at all, without clutter): every glimpse is then a few gathers.
         self._integral = canvas_integrals(self.digits, indices, layout, config.size)
         self._layout, self._canvases = layout, None

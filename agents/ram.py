@@ -1,0 +1,152 @@
+"""The Recurrent Attention Model (Mnih, Heess, Graves and Kavukcuoglu, 2014) in PyTorch.
+
+At each step the glimpse network encodes the retina glimpse and where it was taken, the recurrent core folds it
+into its state, and from that state the location policy picks the next location (a Gaussian with fixed standard
+deviation), the baseline predicts the expected reward and the classifier scores the classes.
+
+Gradient flow, as the hybrid loss wants it (see :mod:`agents.losses`): the location head and the baseline read a
+*detached* core state and the sampled location is detached before it goes back to the env. So cross-entropy
+trains the glimpse network, the core and the classifier; REINFORCE trains only the location head; the baseline
+learns only from its own regression loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+from gymnasium import spaces
+from torch.special import log_ndtr
+
+CORES = ("rnn", "lstm")
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class RAMConfig:
+    """Architecture of the model. Defaults are the paper's sizes (glimpse 128/128 -> 256, core 256)."""
+
+    scales: int = 1
+    glimpse_size: int = 8
+    what_hidden: int = 128  # h_g: the "what" path on the glimpse pixels
+    where_hidden: int = 128  # h_l: the "where" path on the location
+    glimpse_out: int = 256  # g: the glimpse network's output
+    core: str = "rnn"  # "rnn": the paper's ReLU RNN; "lstm"
+    core_size: int = 256
+    loc_std: float = 0.1  # standard deviation of the location policy, on [-1, 1]
+    num_classes: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("scales", "glimpse_size", "what_hidden", "where_hidden", "glimpse_out", "core_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.core not in CORES:
+            raise ValueError(f"core must be one of {CORES}, got {self.core!r}")
+        if not (isinstance(self.loc_std, (int, float)) and self.loc_std > 0):
+            raise ValueError(f"loc_std must be a number > 0, got {self.loc_std!r}")
+
+    @classmethod
+    def from_spaces(cls, observation_space: spaces.Dict, action_space: spaces.Dict, **overrides) -> RAMConfig:
+        """The config whose input and output sizes match an env's (single, not batched) spaces."""
+        scales, glimpse_size, _ = observation_space["glimpse"].shape
+        num_classes = action_space["prediction"].shape[0]
+        return cls(scales=scales, glimpse_size=glimpse_size, num_classes=num_classes, **overrides)
+
+
+class StepOutput(NamedTuple):
+    location_mean: torch.Tensor  # B x 2, in (-1, 1); computed from the detached core state
+    baseline: torch.Tensor  # B, the expected reward; computed from the detached core state
+    logits: torch.Tensor  # B x classes
+    state: State
+
+
+class GlimpseNetwork(nn.Module):
+    """g = ReLU(W_g h_g + W_l h_l) with h_g = ReLU(W glimpse) ("what") and h_l = ReLU(W location) ("where")."""
+
+    def __init__(self, config: RAMConfig) -> None:
+        super().__init__()
+        self.what = nn.Linear(config.scales * config.glimpse_size**2, config.what_hidden)
+        self.where = nn.Linear(2, config.where_hidden)
+        # One matrix on [h_g, h_l] is the paper's sum of two linear maps, in one matmul.
+        self.combine = nn.Linear(config.what_hidden + config.where_hidden, config.glimpse_out)
+
+    def forward(self, glimpse: torch.Tensor, location: torch.Tensor) -> torch.Tensor:
+        what = torch.relu(self.what(glimpse.flatten(1)))
+        where = torch.relu(self.where(location))
+        return torch.relu(self.combine(torch.cat([what, where], dim=1)))
+
+
+class RecurrentAttentionModel(nn.Module):
+    """The RAM agent: ``forward`` is one step; :meth:`act` turns a step into an env action."""
+
+    def __init__(self, config: RAMConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.glimpse_net = GlimpseNetwork(config)
+        if config.core == "rnn":
+            self.core = nn.RNNCell(config.glimpse_out, config.core_size, nonlinearity="relu")
+        else:
+            self.core = nn.LSTMCell(config.glimpse_out, config.core_size)
+        self.location_head = nn.Linear(config.core_size, 2)
+        self.baseline_head = nn.Linear(config.core_size, 1)
+        self.classifier = nn.Linear(config.core_size, config.num_classes)
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        device = device if device is not None else self.classifier.weight.device
+        zeros = torch.zeros(batch_size, self.config.core_size, device=device)
+        return zeros if self.config.core == "rnn" else (zeros, zeros.clone())
+
+    def forward(self, observation: dict[str, torch.Tensor], state: State) -> StepOutput:
+        encoded = self.glimpse_net(observation["glimpse"], observation["location"])
+        state = self.core(encoded, state)
+        hidden = state if self.config.core == "rnn" else state[0]
+        detached = hidden.detach()  # RL and baseline losses must not reach the core or the glimpse network
+        # Heads leave in float32 whatever precision the matmuls ran in (log-probabilities need it).
+        location_mean = torch.tanh(self.location_head(detached).float())
+        baseline = self.baseline_head(detached).float().squeeze(1)
+        return StepOutput(location_mean, baseline, self.classifier(hidden).float(), state)
+
+    def sample_location(
+        self, location_mean: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A location from the policy, clipped to ``[-1, 1]`` (detached), and its log-probability (B).
+
+        The env clips locations, so the policy is a censored Gaussian: a location on the border has the
+        probability of all the samples beyond it, and the log-probability is that of the location actually used.
+        """
+        std = self.config.loc_std
+        noise = torch.randn(location_mean.shape, generator=generator, device=location_mean.device)
+        location = (location_mean.detach() + std * noise).clamp(-1.0, 1.0)
+        return location, self.location_log_prob(location_mean, location)
+
+    def location_log_prob(self, location_mean: torch.Tensor, location: torch.Tensor) -> torch.Tensor:
+        """Log-probability (B) of the clipped ``location`` under the censored Gaussian around ``location_mean``."""
+        std = self.config.loc_std
+        z = (location - location_mean) / std
+        inside = -0.5 * z**2 - torch.log(torch.tensor(std * (2 * torch.pi) ** 0.5, device=z.device))
+        upper = log_ndtr((location_mean - 1.0) / std)  # P(sample >= 1)
+        lower = log_ndtr((-1.0 - location_mean) / std)  # P(sample <= -1)
+        log_prob = torch.where(location >= 1.0, upper, torch.where(location <= -1.0, lower, inside))
+        return log_prob.sum(dim=1)
+
+    @torch.no_grad()
+    def act(
+        self,
+        observation: dict[str, torch.Tensor],
+        state: State,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> tuple[dict[str, torch.Tensor], State]:
+        """The env action for a batch of observations: ``{"location", "prediction"}`` and the next state.
+
+        ``deterministic=True`` looks at the policy's mean location instead of sampling.
+        """
+        out = self(observation, state)
+        if deterministic:
+            location = out.location_mean
+        else:
+            location, _ = self.sample_location(out.location_mean, generator)
+        return {"location": location, "prediction": out.logits}, out.state

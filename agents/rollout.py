@@ -1,0 +1,104 @@
+"""Driving a batched GlimpseMNIST env with the RAM, for training (sampled paths) and evaluation."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+
+from agents.ram import RecurrentAttentionModel
+
+
+class Episodes(NamedTuple):
+    """What a batch of episodes leaves for the hybrid loss.
+
+    ``log_probs`` and ``baselines`` are ``(T - 1) x B``: one row per location the agent chose *and* the env then
+    looked at (the location sent with the final, grading step is never looked at, so it has no log-probability).
+    """
+
+    logits: torch.Tensor  # B x classes, from the final state (graded by the env)
+    log_probs: torch.Tensor
+    baselines: torch.Tensor
+    reward: torch.Tensor  # B, the episode's return
+    labels: torch.Tensor  # B, from the env's info at termination
+    locations: torch.Tensor  # T x B x 2, where each glimpse was taken
+
+
+def run_episodes(
+    model: RecurrentAttentionModel,
+    env: Any,
+    options: dict[str, Any] | None = None,
+    deterministic: bool = False,
+    generator: torch.Generator | None = None,
+) -> Episodes:
+    """Reset ``env`` (a GlimpseMNIST vector env) and play one episode in every slot.
+
+    Gradients flow as the model defines (call under ``torch.no_grad()`` to evaluate).
+    """
+    observation, _ = env.reset(options=options)
+    state = model.initial_state(env.num_envs, observation["glimpse"].device)
+    log_probs, baselines, locations = [], [], [observation["location"]]
+    total = torch.zeros(env.num_envs, device=observation["glimpse"].device)
+    while True:
+        out = model(observation, state)
+        state = out.state
+        if deterministic:
+            location, log_prob = out.location_mean.detach(), None
+        else:
+            location, log_prob = model.sample_location(out.location_mean, generator)
+        action = {"location": location, "prediction": out.logits.detach().float()}
+        observation, reward, terminated, _, info = env.step(action)
+        total = total + reward
+        if bool(terminated[0]):  # every slot ends together
+            break
+        locations.append(observation["location"])
+        if log_prob is not None:
+            log_probs.append(log_prob)
+            baselines.append(out.baseline)
+    stack = (lambda rows: torch.stack(rows)) if log_probs else (lambda rows: total.new_zeros(0, env.num_envs))
+    return Episodes(out.logits, stack(log_probs), stack(baselines), total, info["label"], torch.stack(locations))
+
+
+@torch.no_grad()
+def evaluate(
+    model: RecurrentAttentionModel,
+    env: Any,
+    num_images: int,
+    mc_samples: int = 0,
+    generator: torch.Generator | None = None,
+) -> dict[str, float]:
+    """Error rates on images ``0 .. num_images - 1`` of ``env``'s split.
+
+    ``error``: the deterministic policy (mean locations). ``mc_error`` (when ``mc_samples`` = K > 0): class
+    probabilities averaged over K sampled location paths per image. ``env.num_envs`` images (or paths) are
+    played at a time.
+    """
+    was_training = model.training
+    model.eval()
+    device = env.device
+    slots = env.num_envs
+    wrong, mc_wrong = 0, 0
+
+    def play(indices: torch.Tensor, deterministic: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        # Pad the last batch by repeating its first index; the padding's results are dropped.
+        padded = torch.cat([indices, indices[:1].expand(slots - len(indices))])
+        episodes = run_episodes(model, env, {"indices": padded}, deterministic, generator)
+        return episodes.logits[: len(indices)].float(), episodes.labels[: len(indices)]
+
+    for start in range(0, num_images, slots):
+        indices = torch.arange(start, min(start + slots, num_images), device=device)
+        logits, labels = play(indices, deterministic=True)
+        wrong += int((logits.argmax(1) != labels).sum())
+    if mc_samples > 0:
+        per_batch = max(1, slots // mc_samples)
+        for start in range(0, num_images, per_batch):
+            images = torch.arange(start, min(start + per_batch, num_images), device=device)
+            indices = images.repeat_interleave(mc_samples)
+            logits, labels = play(indices, deterministic=False)
+            probs = logits.softmax(1).view(len(images), mc_samples, -1).mean(1)
+            mc_wrong += int((probs.argmax(1) != labels.view(len(images), mc_samples)[:, 0]).sum())
+    model.train(was_training)
+    result = {"error": wrong / num_images}
+    if mc_samples > 0:
+        result["mc_error"] = mc_wrong / num_images
+    return result

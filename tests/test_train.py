@@ -1,0 +1,69 @@
+"""The training script: a short end-to-end run, resuming a stopped run, refusing another configuration."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
+import evaluate as evaluate_script  # noqa: E402
+import ram_agent  # noqa: E402
+
+from agents import load_agent  # noqa: E402
+
+QUICK = ["--train-subset", "512", "--batch-size", "64", "--mc-samples", "2", "--test-mc", "2",
+         "--eval-slots", "2500", "--no-figure", "--precision", "fp32", "--device", "cpu", "--n-glimpses", "3"]
+
+
+def run(tmp_path: Path, name: str, *flags: str) -> dict:
+    return ram_agent.main([*QUICK, "--run-dir", str(tmp_path / name), *flags])
+
+
+def test_resumed_run_matches_an_uninterrupted_one(mnist_dir, tmp_path, capsys, monkeypatch):
+    straight = run(tmp_path, "straight", "--epochs", "2")
+
+    calls = []
+
+    def killed_in_second_epoch(*args, **kwargs):  # the run is stopped before its second epoch is saved
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    real_evaluate = ram_agent.evaluate
+    monkeypatch.setattr(ram_agent, "evaluate", killed_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, "stopped", "--epochs", "2")
+    monkeypatch.setattr(ram_agent, "evaluate", real_evaluate)
+    assert len((tmp_path / "stopped" / "metrics.jsonl").read_text().splitlines()) == 1
+    resumed = ram_agent.main(["--resume", str(tmp_path / "stopped")])
+    assert "resuming" in capsys.readouterr().out
+    lines = (tmp_path / "stopped" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    a = load_agent(tmp_path / "straight" / "last.pt").model.state_dict()
+    b = load_agent(tmp_path / "stopped" / "last.pt").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["test"]["error"] == straight["test"]["error"]
+    config = json.loads((tmp_path / "stopped" / "config.json").read_text())
+    assert config["n_glimpses"] == 3 and config["train_subset"] == 512
+
+
+def test_resume_refuses_another_configuration(mnist_dir, tmp_path):
+    run(tmp_path, "run", "--epochs", "1")
+    with pytest.raises(SystemExit, match="refusing to continue with another configuration.*n_glimpses"):
+        ram_agent.main(["--resume", str(tmp_path / "run"), "--n-glimpses", "4"])
+
+
+def test_results_and_evaluate_script_agree(mnist_dir, tmp_path, capsys):
+    results = run(tmp_path, "run", "--epochs", "1")
+    assert results["test"]["error"] < 0.85  # better than the 90% error of guessing, after only 8 steps
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["test"] == results["test"]
+    evaluate_script.main([str(tmp_path / "run" / "best.pt"), "--mc", "2", "--slots", "2500", "--json",
+                          "--device", "cpu"])
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["error"] == results["test"]["error"] and again["mc_error"] == results["test"]["mc_error"]

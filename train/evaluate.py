@@ -1,0 +1,81 @@
+"""Evaluate a trained RAM checkpoint on GlimpseMNIST: test error with the deterministic policy and with
+Monte-Carlo averaging of class probabilities over K sampled location paths.
+
+    python train/evaluate.py assets/checkpoints/mnist28-6g.pt --mc 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import torch
+
+import glimpse_env  # noqa: F401  (registers GlimpseMNIST-v0)
+from agents import evaluate, load_agent
+from glimpse_env.vector_env import resolve_device
+
+SPLIT_SIZES = {"train": 55_000, "validation": 5_000, "test": 10_000}
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike,
+    split: str = "test",
+    mc_samples: int = 10,
+    device: str = "auto",
+    slots: int = 5000,
+    seed: int = 0,
+    data_dir: str | None = None,
+    num_images: int | None = None,
+) -> dict[str, float]:
+    """Errors of the checkpoint's model on ``split`` (all its images unless ``num_images``), seeded."""
+    device = resolve_device(device)
+    loaded = load_agent(checkpoint, device)
+    env = gym.make_vec(
+        "GlimpseMNIST-v0", num_envs=slots, device=device, split=split, data_dir=data_dir, **loaded.env_kwargs
+    )
+    env.reset(seed=seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    num_images = num_images or len(env.unwrapped.digits)
+    started = time.perf_counter()
+    result = evaluate(loaded.model, env, num_images, mc_samples, generator)
+    result.update(split=split, num_images=num_images, mc_samples=mc_samples, seed=seed,
+                  seconds=round(time.perf_counter() - started, 2))
+    env.close()
+    return result
+
+
+def format_result(result: dict[str, float]) -> str:
+    text = f"{result['split']} error {100 * result['error']:.2f}% (deterministic policy)"
+    if "mc_error" in result:
+        text += f", {100 * result['mc_error']:.2f}% (Monte-Carlo, K={result['mc_samples']})"
+    return text + f" on {result['num_images']} images"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="a checkpoint written by train/ram_agent.py (best.pt, or one in assets/)")
+    parser.add_argument("--split", default="test", choices=list(SPLIT_SIZES), help="which digits (default: test)")
+    parser.add_argument("--mc", type=int, default=10, help="K sampled location paths per image; 0 skips it")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--slots", type=int, default=5000, help="episodes played at once")
+    parser.add_argument("--seed", type=int, default=0, help="seed of first locations and sampled paths")
+    parser.add_argument("--data-dir", default=None, help="MNIST folder (default: $GLIMPSE_MNIST_DIR or download)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args(argv)
+    if args.mc < 0:
+        parser.error("--mc must be >= 0")
+    if not Path(args.checkpoint).is_file():
+        parser.error(f"checkpoint {args.checkpoint} does not exist")
+    result = evaluate_checkpoint(args.checkpoint, args.split, args.mc, args.device, args.slots, args.seed,
+                                 args.data_dir)
+    print(json.dumps(result) if args.json else format_result(result))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,14 +1,13 @@
 """GlimpseMNIST: a Gymnasium environment of retina glimpses of MNIST digits.
 
 ``import glimpse_env`` registers ``GlimpseMNIST-v0`` (single env: ``gym.make``; natively batched torch env:
-``gym.make_vec(..., num_envs=N, device=...)``).
+``gym.make_vec(..., num_envs=N, device=...)``). The retina is :func:`glimpse_env.retina.retina`.
 """
 
 import gymnasium as gym
 
 from glimpse_env.config import GlimpseConfig
 from glimpse_env.data import DigitSet, load_digits
-from glimpse_env.retina import glimpse_boxes, glimpse_from_integral, integral_image, retina
 
 ENV_ID = "GlimpseMNIST-v0"
 
@@ -23,9 +22,5 @@ __all__ = [
     "ENV_ID",
     "DigitSet",
     "GlimpseConfig",
-    "glimpse_boxes",
-    "glimpse_from_integral",
-    "integral_image",
     "load_digits",
-    "retina",
 ]

@@ -119,6 +119,11 @@ class GlimpseMNISTEnv(gym.Env):
     def _check_index(self, index: Any) -> int:
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
             raise ValueError(f"options['index'] must be an integer, got {index!r}")
+        count = len(self._batch.digits)
+        if not 0 <= index < count:
+            raise ValueError(
+                f"options['index'] must lie in [0, {count - 1}] (the {self.config.split} split), got {index}"
+            )
         return int(index)
 
     def step(self, action: dict[str, Any]) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
@@ -162,12 +167,27 @@ class GlimpseMNISTEnv(gym.Env):
 
     @property
     def last_glimpse(self) -> np.ndarray:
+        """The latest glimpse (``scales x glimpse_size x glimpse_size``), as the agent received it."""
         return self._batch._last_observation["glimpse"][0].numpy()
 
+    @property
+    def prediction(self) -> np.ndarray | None:
+        """The class scores sent with the latest step (None right after ``reset``); shown by ``render``."""
+        return None if self._prediction is None else self._prediction.copy()
+
+    @property
+    def outcome(self) -> dict[str, Any] | None:
+        """``{"label": int, "correct": bool}`` once the episode has ended, else None; shown by ``render``."""
+        return None if self._outcome is None else dict(self._outcome)
+
     def render(self) -> np.ndarray | None:
+        """The current frame (``render_mode="rgb_array"``: an ``H x W x 3`` uint8 array) or, in ``"human"`` mode,
+        the same frame shown in a pygame window. See :mod:`glimpse_env.render` for what a frame shows."""
         if self.render_mode is None:
             gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array' or 'human'")
             return None
+        if self._batch.elapsed_glimpses == 0:
+            raise RuntimeError("render() was called before reset(); call reset() first")
         from glimpse_env.render import render_frame, show_frame
 
         frame = render_frame(self)

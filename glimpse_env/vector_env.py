@@ -60,8 +60,8 @@ class GlimpseMNISTVectorEnv(VectorEnv):
 
     * observations are ``{"glimpse": (N, k, g, g), "location": (N, 2)}`` float32 tensors on ``device``; rewards
       (float32), terminations and truncations (bool) are ``(N,)`` tensors there too. Actions may be tensors (on
-      ``device``, fastest) or arrays: ``{"location": (N, 2), "prediction": (N, 10)}``. To get numpy instead, wrap
-      with ``gymnasium.wrappers.vector.NumpyToTorch``'s counterpart ``gymnasium.wrappers.vector.TorchToNumpy``.
+      ``device``, fastest) or arrays: ``{"location": (N, 2), "prediction": (N, 10)}``. For numpy in and out, wrap
+      it: ``gymnasium.wrappers.vector.ArrayConversion(envs, env_xp=torch, target_xp=numpy)``.
     * all episodes have the same length, so the batch starts and ends together: ``info["label"]`` (an ``(N,)``
       int64 tensor, with the mask ``info["_label"]``) comes with the terminating step. The step after it resets
       the batch (``AutoresetMode.NEXT_STEP``) with random dataset indices; call ``reset`` to choose them.
@@ -201,7 +201,8 @@ class GlimpseMNISTVectorEnv(VectorEnv):
             reward = (prediction.argmax(dim=-1) == self.labels).to(torch.float32)
         terminated = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
         info = {"label": self.labels, "_label": terminated.clone()}
-        return self._last_observation, reward, terminated, truncated, info
+        final = {key: value.clone() for key, value in self._last_observation.items()}  # not the last step's object
+        return final, reward, terminated, truncated, info
 
     def _observe(self, location: torch.Tensor) -> dict[str, torch.Tensor]:
         glimpse = glimpse_from_integral(self._integral, location, self.config.glimpse_size, self.config.scales)

@@ -278,8 +278,7 @@ def train(config: TrainConfig, command: list[str]) -> dict:
             optimizer.step()
             scheduler.step()
             parts = (loss.total, loss.cross_entropy, loss.baseline, loss.reinforce, episodes.reward.mean())
-            for key, value in zip(totals, torch.stack([p.detach().float() for p in parts]).tolist(), strict=True):
-                totals[key] += value
+            totals += torch.stack([part.detach().float() for part in parts])
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{loss.total.item():.3f}", reward=f"{episodes.reward.mean().item():.3f}")
         train_seconds = time.perf_counter() - epoch_start

@@ -1,0 +1,42 @@
+"""Shared fixtures: a tiny committed MNIST sample (no network, no full data set) and the full-MNIST folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from glimpse_env.data import ENV_VAR, MNIST_MD5, DigitSet
+
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders headless in tests
+# Tests use small tensors: one intra-op thread is as fast, and far faster when other work keeps the cores busy
+# (a second OpenMP thread then waits for a time slice at every op). GLIMPSE_TEST_THREADS overrides it.
+torch.set_num_threads(int(os.environ.get("GLIMPSE_TEST_THREADS", "1")))
+
+FIXTURE = Path(__file__).parent / "fixtures" / "mnist_test_300.npz"
+MISSING_MNIST = f"full MNIST not available: set {ENV_VAR} to a folder with the four original .gz files"
+
+
+@pytest.fixture(scope="session")
+def tiny_digits() -> DigitSet:
+    """The first 300 MNIST test digits (``tests/fixtures/mnist_test_300.npz``) as a CPU ``DigitSet``."""
+    with np.load(FIXTURE) as data:
+        images = torch.from_numpy(data["images"].astype(np.uint8))
+        labels = torch.from_numpy(data["labels"].astype(np.int64))
+    return DigitSet(images, labels)
+
+
+def _has_mnist(folder: Path) -> bool:
+    return any(all((c / name).is_file() for name in MNIST_MD5) for c in (folder, folder / "MNIST" / "raw"))
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """The folder named by ``GLIMPSE_MNIST_DIR``; skips the test when it is unset or lacks the four files."""
+    value = os.environ.get(ENV_VAR)
+    if not value or not _has_mnist(Path(value).expanduser()):
+        pytest.skip(MISSING_MNIST)
+    return Path(value).expanduser()

@@ -1,0 +1,199 @@
+"""The play window's event loop, driven by synthetic pygame events under the dummy video driver."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pygame
+import pytest
+import torch
+
+import glimpse_env  # noqa: F401  (registers GlimpseMNIST-v0)
+from agents import RAMConfig, RecurrentAttentionModel, save_agent
+from glimpse_env.play import PlayLoop, build_loop, main, parse_args
+from glimpse_env.render import UNSEEN_COLOUR, surface_to_array
+from glimpse_env.retina import location_to_pixel
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
+import visualize  # noqa: E402
+
+TASK = dict(size=28, scales=1, glimpse_size=8, n_glimpses=4, first_location="center")
+
+
+@pytest.fixture
+def events():
+    """Posts synthetic events to pygame's queue (under the dummy driver) and feeds them to a loop."""
+    pygame.display.init()
+    pygame.display.set_mode((8, 8))
+    pygame.event.clear()
+
+    def feed(loop: PlayLoop, *posted: pygame.event.Event) -> None:
+        for event in posted:
+            pygame.event.post(event)
+        for event in pygame.event.get():
+            loop.handle_event(event)
+
+    yield feed
+    pygame.display.quit()
+
+
+def key(name: int) -> pygame.event.Event:
+    return pygame.event.Event(pygame.KEYDOWN, key=name, mod=0, unicode="", scancode=0)
+
+
+def click(loop: PlayLoop, location, button: int = 1) -> pygame.event.Event:
+    return pygame.event.Event(pygame.MOUSEBUTTONDOWN, pos=loop.layout.canvas.point(np.asarray(location)), button=button)
+
+
+def grid_points(locations) -> np.ndarray:
+    return location_to_pixel(torch.as_tensor(np.asarray(locations, np.float32)), TASK["size"], TASK["size"]).numpy()
+
+
+def human_loop(digits) -> PlayLoop:
+    return PlayLoop(gym.make("GlimpseMNIST-v0", split="test", digits=digits, **TASK), seed=0)
+
+
+def test_a_person_plays_an_episode_with_clicks_and_is_graded(tiny_digits, events):
+    loop = human_loop(tiny_digits)
+    loop.new_episode(index=5)
+    label = int(tiny_digits.labels[5])
+    chosen = [(-0.5, -0.25), (0.25, 0.5), (0.5, -0.5)]
+    events(loop, click(loop, chosen[0]), click(loop, chosen[1]))
+    assert loop.phase == "look" and len(loop.glimpses) == 3
+    events(loop, click(loop, chosen[2]))
+    assert loop.phase == "answer"
+    np.testing.assert_array_equal(grid_points(loop.locations), grid_points([(0.0, 0.0), *chosen]))
+    events(loop, key(pygame.K_0 + label))
+    assert loop.phase == "reveal" and loop.label == label and loop.answer == label
+    assert (loop.score.right, loop.score.played) == (1, 1)
+
+    events(loop, key(pygame.K_n))  # the next digit, answered wrongly with the arrow keys and space
+    assert loop.phase == "look" and len(loop.glimpses) == 1 and loop.label is None
+    loop.new_episode(index=6)  # a known digit
+    events(loop, key(pygame.K_RIGHT), key(pygame.K_RIGHT), key(pygame.K_DOWN), key(pygame.K_SPACE))
+    step = TASK["glimpse_size"] / TASK["size"]
+    np.testing.assert_allclose(loop.locations[1], (2 * step, step), atol=1e-6)
+    events(loop, key(pygame.K_SPACE), key(pygame.K_UP), key(pygame.K_SPACE))
+    np.testing.assert_allclose(loop.locations[3], (2 * step, 0.0), atol=1e-6)
+    assert loop.phase == "answer"
+    wrong = (int(tiny_digits.labels[6]) + 1) % 10
+    events(loop, key(getattr(pygame, f"K_KP{wrong}")))  # the keypad works too
+    assert loop.phase == "reveal" and loop.answer == wrong and loop.answer != loop.label
+    assert (loop.score.right, loop.score.played) == (1, 2)
+    assert "1/2" in loop.prompt()
+
+
+def test_keys_and_clicks_that_mean_nothing_now_are_ignored(tiny_digits, events):
+    loop = human_loop(tiny_digits)
+
+    def snapshot():
+        return loop.phase, len(loop.glimpses), loop.score.played, loop.answer
+
+    before = snapshot()
+    events(loop, key(pygame.K_7), key(pygame.K_x), key(pygame.K_n), key(pygame.K_F1))  # no answering yet
+    events(loop, click(loop, (0.2, 0.2), button=3))  # right click
+    events(loop, pygame.event.Event(pygame.MOUSEBUTTONDOWN, pos=(loop.layout.width - 2, 2), button=1))  # off canvas
+    assert snapshot() == before and loop.running
+
+    for location in [(0.1, 0.1), (0.2, 0.2), (0.3, 0.3)]:
+        events(loop, click(loop, location))
+    before = snapshot()
+    assert before[0] == "answer"
+    events(loop, click(loop, (0.5, 0.5)), key(pygame.K_SPACE), key(pygame.K_LEFT), key(pygame.K_n), key(pygame.K_a))
+    assert snapshot() == before and len(loop.locations) == TASK["n_glimpses"]
+
+    events(loop, key(pygame.K_3))
+    before = snapshot()
+    events(loop, key(pygame.K_4), click(loop, (0.0, 0.0)), key(pygame.K_SPACE))  # revealed: only n goes on
+    assert snapshot() == before and loop.phase == "reveal"
+
+
+@pytest.mark.parametrize("quit_event", [key(pygame.K_q), key(pygame.K_ESCAPE), pygame.event.Event(pygame.QUIT)])
+def test_quit(tiny_digits, events, quit_event):
+    loop = human_loop(tiny_digits)
+    events(loop, quit_event)
+    assert not loop.running
+
+
+def test_the_canvas_stays_hidden_until_the_reveal(tiny_digits, events):
+    loop = human_loop(tiny_digits)
+    loop.new_episode(index=9)
+    (ox, oy), zoom = loop.layout.canvas.origin, loop.layout.canvas.zoom
+    corner = (oy + zoom // 2, ox + zoom // 2)  # canvas pixel (0, 0): far from the centre glimpse
+    hidden = surface_to_array(loop.draw())
+    assert loop.draw().get_size() == loop.layout.size
+    assert tuple(hidden[corner]) == UNSEEN_COLOUR
+    events(loop, *(click(loop, (0.0, 0.0)) for _ in range(3)), key(pygame.K_1))
+    revealed = surface_to_array(loop.draw())
+    assert tuple(revealed[corner]) == (0, 0, 0)  # MNIST corners are black
+
+
+def make_checkpoint(path: Path, **env_kwargs) -> Path:
+    torch.manual_seed(0)
+    config = RAMConfig(scales=env_kwargs["scales"], glimpse_size=env_kwargs["glimpse_size"], what_hidden=16,
+                       where_hidden=16, glimpse_out=32, core_size=32)
+    save_agent(path, RecurrentAttentionModel(config), env_kwargs)
+    return path
+
+
+def test_watching_an_agent_step_by_step(tiny_digits, events, tmp_path):
+    task = dict(size=60, scales=2, glimpse_size=12, n_glimpses=3, clutter=2)
+    checkpoint = make_checkpoint(tmp_path / "agent.pt", **task)
+    loop = build_loop(parse_args(["--agent", str(checkpoint), "--seed", "0", "--size", "28"]), digits=tiny_digits)
+    config = loop.env.unwrapped.config
+    assert (config.size, config.scales, config.glimpse_size, config.n_glimpses, config.clutter) == tuple(task.values())
+    assert loop.phase == "watch" and loop.probabilities.sum() == pytest.approx(1.0)
+    for glimpses in range(2, task["n_glimpses"] + 1):
+        planned = loop.cursor.copy()
+        events(loop, key(pygame.K_SPACE))
+        assert len(loop.glimpses) == glimpses
+        np.testing.assert_allclose(loop.locations[-1], planned)  # it looked where the cross said
+    events(loop, key(pygame.K_7))  # digits mean nothing when watching
+    assert loop.phase == "watch"
+    events(loop, key(pygame.K_SPACE))
+    assert loop.phase == "reveal" and loop.score.played == 1 and loop.label is not None
+    assert surface_to_array(loop.draw()).shape == (loop.layout.height, loop.layout.width, 3)
+    events(loop, key(pygame.K_n))
+    assert loop.phase == "watch" and len(loop.glimpses) == 1
+
+
+def test_autoplay_advances_on_its_own_pace(tiny_digits, tmp_path):
+    checkpoint = make_checkpoint(tmp_path / "agent.pt", size=28, scales=1, glimpse_size=8, n_glimpses=2)
+    args = parse_args(["--agent", str(checkpoint), "--autoplay", "--step-seconds", "1"])
+    loop = build_loop(args, digits=tiny_digits)
+    loop.update(now=100.0)
+    assert len(loop.glimpses) == 2
+    loop.update(now=100.5)  # too early
+    assert loop.phase == "watch"
+    loop.update(now=101.0)
+    assert loop.phase == "reveal"
+    loop.update(now=102.5)  # the answer stays up for two steps
+    assert loop.phase == "reveal"
+    loop.update(now=103.0)
+    assert loop.phase == "watch" and len(loop.glimpses) == 1
+
+
+def test_main_opens_the_window_and_quits(tiny_digits, events, capsys):
+    pygame.event.post(pygame.event.Event(pygame.QUIT))
+    assert main(["--n-glimpses", "2", "--seed", "0"], digits=tiny_digits) == 0
+    assert "score: 0/0" in capsys.readouterr().out
+
+
+def test_visualize_draws_the_figures(tiny_digits, tmp_path):
+    task = dict(size=60, scales=2, glimpse_size=12, n_glimpses=3, clutter=2)
+    checkpoint = make_checkpoint(tmp_path / "agent.pt", **task)
+    written = visualize.main([str(checkpoint), "--out", str(tmp_path / "out"), "--rows", "2", "--play-window"],
+                             digits=tiny_digits)
+    from PIL import Image
+
+    grid = Image.open(written["glimpses"])
+    assert grid.size[0] > grid.size[1] > 200
+    gif = Image.open(written["episode"])
+    assert gif.n_frames == task["n_glimpses"] + 1
+    assert Image.open(written["play_window"]).size == tuple(
+        build_loop(parse_args(["--n-glimpses", "3", "--size", "60", "--scales", "2", "--glimpse-size", "12"]),
+                   digits=tiny_digits).layout.size
+    )

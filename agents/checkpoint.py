@@ -38,6 +38,9 @@ def atomic_torch_save(payload: Any, path: str | os.PathLike) -> None:
         except BaseException:
             os.unlink(tmp.name)
             raise
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp.name, 0o666 & ~umask)  # as an ordinary file would be, not the temporary file's 0600
     os.replace(tmp.name, path)
 
 

@@ -1,7 +1,8 @@
-"""Evaluate a trained RAM checkpoint on GlimpseMNIST: test error with the deterministic policy and with
+"""Evaluate trained RAM checkpoints on GlimpseMNIST: test error with the deterministic policy and with
 Monte-Carlo averaging of class probabilities over K sampled location paths.
 
     python train/evaluate.py assets/checkpoints/mnist28-6g.pt --mc 10
+    python train/evaluate.py assets/checkpoints/*.pt --markdown     # the README's results table, re-computed
 """
 
 from __future__ import annotations
@@ -59,22 +60,36 @@ def format_result(result: dict[str, float]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", help="a checkpoint written by train/ram_agent.py (best.pt, or one in assets/)")
+    parser.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
+                        help="checkpoints written by train/ram_agent.py (best.pt, or those in assets/checkpoints/)")
     parser.add_argument("--split", default="test", choices=list(SPLIT_SIZES), help="which digits (default: test)")
     parser.add_argument("--mc", type=int, default=10, help="K sampled location paths per image; 0 skips it")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--slots", type=int, default=5000, help="episodes played at once")
     parser.add_argument("--seed", type=int, default=0, help="seed of first locations and sampled paths")
     parser.add_argument("--data-dir", default=None, help="MNIST folder (default: $GLIMPSE_MNIST_DIR or download)")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--json", action="store_true", help="print each result as a line of JSON")
+    parser.add_argument("--markdown", action="store_true", help="print a markdown table of all results")
     args = parser.parse_args(argv)
     if args.mc < 0:
         parser.error("--mc must be >= 0")
-    if not Path(args.checkpoint).is_file():
-        parser.error(f"checkpoint {args.checkpoint} does not exist")
-    result = evaluate_checkpoint(args.checkpoint, args.split, args.mc, args.device, args.slots, args.seed,
-                                 args.data_dir)
-    print(json.dumps(result) if args.json else format_result(result))
+    for checkpoint in args.checkpoints:
+        if not Path(checkpoint).is_file():
+            parser.error(f"checkpoint {checkpoint} does not exist")
+    if args.markdown:
+        print(f"| checkpoint | env | {args.split} error, deterministic | {args.split} error, MC K={args.mc} |")
+        print("|---|---|---|---|")
+    for checkpoint in args.checkpoints:
+        result = evaluate_checkpoint(checkpoint, args.split, args.mc, args.device, args.slots, args.seed,
+                                     args.data_dir)
+        if args.markdown:
+            env = ", ".join(f"{k}={v}" for k, v in load_agent(checkpoint).env_kwargs.items())
+            mc = f"{100 * result['mc_error']:.2f}%" if "mc_error" in result else "-"
+            print(f"| `{Path(checkpoint).name}` | {env} | {100 * result['error']:.2f}% | {mc} |")
+        elif args.json:
+            print(json.dumps({"checkpoint": str(checkpoint), **result}))
+        else:
+            print(f"{checkpoint}: {format_result(result)}")
 
 
 if __name__ == "__main__":

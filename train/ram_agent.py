@@ -83,7 +83,7 @@ class TrainConfig:
     precision: str = option("auto", "bf16 (autocast), fp32, or auto: bf16 on CUDA and on CPUs with AMX")
     run_dir: str = option("", "run folder (default: runs/<preset>-<time>)")
     data_dir: str = option("", "MNIST folder (default: $GLIMPSE_MNIST_DIR, else a download)")
-    figure: bool = option(True, "draw the learned glimpse paths at the end")
+    figure: bool = option(True, "draw the learned glimpse paths (PNG and GIF) into the run folder at the end")
 
     def env_kwargs(self) -> dict:
         return dict(size=self.size, scales=self.scales, glimpse_size=self.glimpse_size,
@@ -332,11 +332,11 @@ def train(config: TrainConfig, command: list[str]) -> dict:
 
 
 def draw_figure(run_dir: Path, data_dir: str | None) -> None:
-    try:
-        from visualize import draw_glimpse_paths
-    except ImportError:
-        return
-    draw_glimpse_paths(run_dir / "best.pt", run_dir / "glimpse_paths.png", data_dir=data_dir)
+    """The learned glimpse paths on a few test digits, drawn with the env's own retina geometry."""
+    import visualize  # a sibling script; imported here so that training needs no pygame until the end
+
+    argv = [str(run_dir / "best.pt"), "--out", str(run_dir), "--name", "glimpse_paths"]
+    visualize.main(argv + (["--data-dir", data_dir] if data_dir else []))
 
 
 def main(argv: list[str] | None = None) -> dict | None:

@@ -256,6 +256,7 @@ def train(config: TrainConfig, command: list[str]) -> dict:
         print(f"resuming {run.dir} at epoch {start_epoch} (best validation error {100 * best_val:.2f}%)")
 
     started = time.perf_counter() - wall_before
+    last_val_error = "-" if start_epoch == 1 else f"{100 * best_val:.2f}% (best)"
     for epoch in range(start_epoch, config.epochs + 1):
         model.train()
         epoch_start = time.perf_counter()
@@ -280,7 +281,8 @@ def train(config: TrainConfig, command: list[str]) -> dict:
             parts = (loss.total, loss.cross_entropy, loss.baseline, loss.reinforce, episodes.reward.mean())
             totals += torch.stack([part.detach().float() for part in parts])
             if step % 50 == 0:
-                bar.set_postfix(loss=f"{loss.total.item():.3f}", reward=f"{episodes.reward.mean().item():.3f}")
+                bar.set_postfix(loss=f"{loss.total.item():.3f}", reward=f"{episodes.reward.mean().item():.3f}",
+                                val_error=last_val_error)
         train_seconds = time.perf_counter() - epoch_start
 
         val_env.reset(seed=config.seed)  # the same first locations at every validation
@@ -297,6 +299,7 @@ def train(config: TrainConfig, command: list[str]) -> dict:
         if "mc_error" in val:
             metrics["val_mc_error"] = val["mc_error"]
         run.log(metrics)
+        last_val_error = f"{100 * val['error']:.2f}%"
         selection = val.get("mc_error", val["error"])
         improved = selection < best_val
         best_val = min(best_val, selection)

@@ -8,6 +8,8 @@ import torch
 
 from agents.ram import RecurrentAttentionModel
 
+LOCATION_CHOICES = ("policy", "random", "center")
+
 
 class Episodes(NamedTuple):
     """What a batch of episodes leaves for the hybrid loss.
@@ -30,19 +32,30 @@ def run_episodes(
     options: dict[str, Any] | None = None,
     deterministic: bool = False,
     generator: torch.Generator | None = None,
+    locations: str = "policy",
 ) -> Episodes:
     """Reset ``env`` (a GlimpseMNIST vector env) and play one episode in every slot.
 
-    Gradients flow as the model defines (call under ``torch.no_grad()`` to evaluate).
+    ``locations``: ``"policy"`` (the model's location policy, sampled or, with ``deterministic``, its mean), or
+    the non-learning baselines ``"random"`` (uniform in ``[-1, 1]``) and ``"center"``, which keep the model's
+    glimpse network, core and classifier. Gradients flow as the model defines (call under ``torch.no_grad()`` to
+    evaluate).
     """
+    if locations not in LOCATION_CHOICES:
+        raise ValueError(f"locations must be one of {LOCATION_CHOICES}, got {locations!r}")
     observation, _ = env.reset(options=options)
     state = model.initial_state(env.num_envs, observation["glimpse"].device)
-    log_probs, baselines, locations = [], [], [observation["location"]]
+    log_probs, baselines, looked_at = [], [], [observation["location"]]
     total = torch.zeros(env.num_envs, device=observation["glimpse"].device)
     while True:
         out = model(observation, state)
         state = out.state
-        if deterministic:
+        if locations == "random":
+            uniform = torch.rand(out.location_mean.shape, generator=generator, device=out.location_mean.device)
+            location, log_prob = uniform * 2.0 - 1.0, None
+        elif locations == "center":
+            location, log_prob = torch.zeros_like(out.location_mean), None
+        elif deterministic:
             location, log_prob = out.location_mean.detach(), None
         else:
             location, log_prob = model.sample_location(out.location_mean, generator)
@@ -51,12 +64,12 @@ def run_episodes(
         total = total + reward
         if bool(terminated[0]):  # every slot ends together
             break
-        locations.append(observation["location"])
+        looked_at.append(observation["location"])
         if log_prob is not None:
             log_probs.append(log_prob)
             baselines.append(out.baseline)
     stack = (lambda rows: torch.stack(rows)) if log_probs else (lambda rows: total.new_zeros(0, env.num_envs))
-    return Episodes(out.logits, stack(log_probs), stack(baselines), total, info["label"], torch.stack(locations))
+    return Episodes(out.logits, stack(log_probs), stack(baselines), total, info["label"], torch.stack(looked_at))
 
 
 @torch.no_grad()
@@ -66,12 +79,14 @@ def evaluate(
     num_images: int,
     mc_samples: int = 0,
     generator: torch.Generator | None = None,
+    locations: str = "policy",
 ) -> dict[str, float]:
     """Error rates on images ``0 .. num_images - 1`` of ``env``'s split.
 
     ``error``: the deterministic policy (mean locations). ``mc_error`` (when ``mc_samples`` = K > 0): class
     probabilities averaged over K sampled location paths per image. ``env.num_envs`` images (or paths) are
-    played at a time.
+    played at a time. ``locations`` replaces the learned policy by a non-learning baseline (see
+    :func:`run_episodes`).
     """
     was_training = model.training
     model.eval()
@@ -82,7 +97,7 @@ def evaluate(
     def play(indices: torch.Tensor, deterministic: bool) -> tuple[torch.Tensor, torch.Tensor]:
         # Pad the last batch by repeating its first index; the padding's results are dropped.
         padded = torch.cat([indices, indices[:1].expand(slots - len(indices))])
-        episodes = run_episodes(model, env, {"indices": padded}, deterministic, generator)
+        episodes = run_episodes(model, env, {"indices": padded}, deterministic, generator, locations)
         return episodes.logits[: len(indices)].float(), episodes.labels[: len(indices)]
 
     for start in range(0, num_images, slots):

@@ -201,3 +201,18 @@ def test_short_training_learns_well_above_chance(tiny_digits):
         episodes = run_episodes(model, env, {"indices": torch.arange(200)}, deterministic=True)
     accuracy = (episodes.logits.argmax(1) == episodes.labels).float().mean().item()
     assert accuracy > 0.5  # chance is 0.1
+
+
+@pytest.mark.parametrize("locations", ["random", "center"])
+def test_non_learning_baselines_look_where_they_say(tiny_digits, locations):
+    env = make_env(tiny_digits, first_location="center" if locations == "center" else "random")
+    with torch.no_grad():
+        episodes = run_episodes(make_model(env), env, locations=locations)
+    chosen = episodes.locations[1:]  # the first location is the env's
+    if locations == "center":
+        assert torch.equal(episodes.locations, torch.zeros_like(episodes.locations))
+    else:
+        assert chosen.abs().max() <= 1.0 and chosen.std() > 0.3  # uniform on [-1, 1] has std 0.58
+    assert episodes.log_probs.shape == (0, 8)
+    with pytest.raises(ValueError, match="locations must be one of"):
+        run_episodes(make_model(env), env, locations="corner")

@@ -33,28 +33,37 @@ def evaluate_checkpoint(
     seed: int = 0,
     data_dir: str | None = None,
     num_images: int | None = None,
+    locations: str = "policy",
 ) -> dict[str, float]:
-    """Errors of the checkpoint's model on ``split`` (all its images unless ``num_images``), seeded."""
+    """Errors of the checkpoint's model on ``split`` (all its images unless ``num_images``), seeded.
+
+    ``locations="random"`` or ``"center"`` evaluates the non-learning baselines: the trained glimpse network,
+    core and classifier, looking at random locations or only at the centre (the first glimpse included).
+    """
     device = resolve_device(device)
     loaded = load_agent(checkpoint, device)
-    env = gym.make_vec(
-        "GlimpseMNIST-v0", num_envs=slots, device=device, split=split, data_dir=data_dir, **loaded.env_kwargs
-    )
+    env_kwargs = dict(loaded.env_kwargs)
+    if locations == "center":
+        env_kwargs["first_location"] = "center"
+    env = gym.make_vec("GlimpseMNIST-v0", num_envs=slots, device=device, split=split, data_dir=data_dir, **env_kwargs)
     env.reset(seed=seed)
     generator = torch.Generator(device=device).manual_seed(seed)
     num_images = num_images or len(env.unwrapped.digits)
     started = time.perf_counter()
-    result = evaluate(loaded.model, env, num_images, mc_samples, generator)
-    result.update(split=split, num_images=num_images, mc_samples=mc_samples, seed=seed,
+    result = evaluate(loaded.model, env, num_images, mc_samples, generator, locations)
+    result.update(split=split, num_images=num_images, mc_samples=mc_samples, seed=seed, locations=locations,
                   seconds=round(time.perf_counter() - started, 2))
     env.close()
     return result
 
 
 def format_result(result: dict[str, float]) -> str:
-    text = f"{result['split']} error {100 * result['error']:.2f}% (deterministic policy)"
+    where = result.get("locations", "policy")
+    first = "deterministic policy" if where == "policy" else f"{where} locations"
+    text = f"{result['split']} error {100 * result['error']:.2f}% ({first})"
     if "mc_error" in result:
-        text += f", {100 * result['mc_error']:.2f}% (Monte-Carlo, K={result['mc_samples']})"
+        paths = "sampled" if where == "policy" else where
+        text += f", {100 * result['mc_error']:.2f}% (Monte-Carlo over {result['mc_samples']} {paths} paths)"
     return text + f" on {result['num_images']} images"
 
 
@@ -68,6 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--slots", type=int, default=5000, help="episodes played at once")
     parser.add_argument("--seed", type=int, default=0, help="seed of first locations and sampled paths")
     parser.add_argument("--data-dir", default=None, help="MNIST folder (default: $GLIMPSE_MNIST_DIR or download)")
+    parser.add_argument("--locations", default="policy", choices=["policy", "random", "center"],
+                        help="policy: the learned one; random/center: non-learning baselines with the trained "
+                             "classifier")
     parser.add_argument("--json", action="store_true", help="print each result as a line of JSON")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table of all results")
     args = parser.parse_args(argv)
@@ -77,11 +89,12 @@ def main(argv: list[str] | None = None) -> None:
         if not Path(checkpoint).is_file():
             parser.error(f"checkpoint {checkpoint} does not exist")
     if args.markdown:
-        print(f"| checkpoint | env | {args.split} error, deterministic | {args.split} error, MC K={args.mc} |")
+        first = "deterministic" if args.locations == "policy" else f"{args.locations} locations"
+        print(f"| checkpoint | env | {args.split} error, {first} | {args.split} error, MC K={args.mc} |")
         print("|---|---|---|---|")
     for checkpoint in args.checkpoints:
         result = evaluate_checkpoint(checkpoint, args.split, args.mc, args.device, args.slots, args.seed,
-                                     args.data_dir)
+                                     args.data_dir, locations=args.locations)
         if args.markdown:
             env = ", ".join(f"{k}={v}" for k, v in load_agent(checkpoint).env_kwargs.items())
             mc = f"{100 * result['mc_error']:.2f}%" if "mc_error" in result else "-"

@@ -1,0 +1,46 @@
+"""The stable-baselines3 baseline script: a tiny end-to-end run of each algorithm on the committed digits."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
+import sb3_baseline  # noqa: E402
+
+from glimpse_env.data import DigitSet  # noqa: E402
+
+
+@pytest.mark.parametrize("algo", ["recurrent-ppo", "ppo"])
+def test_tiny_run_writes_config_model_and_results(algo: str, tiny_digits: DigitSet, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = tmp_path / "run"
+    results = sb3_baseline.main(
+        ["--algo", algo, "--preset", "mnist28-6g", "--n-glimpses", "3", "--timesteps", "256", "--n-envs", "2",
+         "--n-steps", "64", "--batch-size", "64", "--n-epochs", "2", "--lstm-hidden-size", "32",
+         "--eval-images", "20", "--eval-envs", "8", "--run-dir", str(run_dir)],
+        digits=tiny_digits,
+    )
+    assert {"config.json", "model.zip", "results.json", "command.txt"} <= {p.name for p in run_dir.iterdir()}
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["algo"] == algo and config["n_glimpses"] == 3 and config["size"] == 28  # flag over preset
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert saved == results
+    error = saved["test"]["error"]
+    assert isinstance(error, float) and 0.0 <= error <= 1.0 and not math.isnan(error)
+    assert saved["test"]["num_images"] == 20
+    assert saved["env_steps_trained"] >= 256 and saved["env_steps_per_episode"] == 3
+    assert saved["episodes_equivalent"] == saved["env_steps_trained"] / 3
+    assert "episodes_equivalent" in capsys.readouterr().out
+
+
+def test_presets_come_from_the_ram_trainer() -> None:
+    import ram_agent
+
+    assert sb3_baseline.PRESETS is ram_agent.PRESETS
+    config = sb3_baseline.resolve_config(sb3_baseline.build_parser().parse_args(["--preset", "translated60-4g"]))
+    assert (config.size, config.scales, config.glimpse_size, config.n_glimpses) == (60, 3, 12, 4)

@@ -62,7 +62,7 @@ class TrainConfig:
     core_size: int = option(256, "units of the recurrent core")
     loc_std: float = option(0.1, "standard deviation of the Gaussian location policy, on [-1, 1]")
     # learning
-    epochs: int = option(30, "passes over the 55,000 training images")
+    epochs: int = option(45, "passes over the 55,000 training images")
     batch_size: int = option(128, "images per gradient step (each shown in mc_samples slots)")
     train_subset: int = option(0, "train on only the first N training images (0: all 55,000); for quick checks")
     mc_samples: int = option(10, "M: sampled location paths per training image")
@@ -324,7 +324,7 @@ def train(config: TrainConfig, command: list[str]) -> dict:
                                config.seed, data_dir)
     results = {"preset": config.preset, "test": test, "best_val_error": best_val,
                "epochs": config.epochs, "wall_seconds": round(time.perf_counter() - started, 1),
-               "device": str(device), "precision": str(autocast_dtype or "fp32"),
+               "device": str(device), "precision": str(autocast_dtype or "fp32"), "threads": torch.get_num_threads(),
                "command": " ".join(command)}
     (run.dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     if config.figure:

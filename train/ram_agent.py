@@ -112,26 +112,35 @@ PRESETS: dict[str, dict] = {
 RESUMABLE_CHANGES = {"epochs", "device", "run_dir", "data_dir", "figure", "eval_slots"}
 
 
+def add_config_flags(parser: argparse.ArgumentParser, config_class: type, choices: dict[str, list]) -> None:
+    """One ``--flag`` per field of a config dataclass, absent unless given (so presets can fill the gaps)."""
+    for f in dataclasses.fields(config_class):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata['help']} (default: {f.default})"
+        if f.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+        else:
+            kind = {"int": int, "float": float, "str": str}[f.type]
+            parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, choices=choices.get(f.name),
+                                help=help_text)
+
+
+def explicit_flags(args: argparse.Namespace, config_class: type) -> dict:
+    """The config fields given on the command line."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(config_class) if hasattr(args, f.name)}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
     parser.add_argument("--list-presets", action="store_true", help="print the presets and exit")
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=f"{f.metadata['help']} (default: {f.default})")
-        else:
-            kind = {"int": int, "float": float, "str": str}[f.type]
-            choices = list(PRESETS) if f.name == "preset" else None
-            parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, choices=choices,
-                                help=f"{f.metadata['help']} (default: {f.default})")
+    add_config_flags(parser, TrainConfig, {"preset": list(PRESETS)})
     return parser
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
     """Defaults, then the preset, then explicit flags; with --resume, the run's config with allowed changes."""
-    explicit = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    explicit = explicit_flags(args, TrainConfig)
     if args.resume:
         saved_path = Path(args.resume) / "config.json"
         if not saved_path.is_file():

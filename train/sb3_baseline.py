@@ -26,7 +26,6 @@ is 0. A run folder (default runs/sb3-<preset>-<algo>-<time>) holds config.json, 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -48,7 +47,7 @@ from glimpse_env.data import DigitSet
 from glimpse_env.wrappers import FlattenAction
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling scripts, also when imported from tests
-from ram_agent import PRESETS, TrainConfig, option  # noqa: E402
+from ram_agent import PRESETS, TrainConfig, add_config_flags, explicit_flags, option  # noqa: E402
 
 ALGOS = ("recurrent-ppo", "ppo")
 RAM_TRAIN_IMAGES = 55_000  # the train split: one RAM epoch shows each image in mc_samples slots
@@ -100,17 +99,13 @@ class BaselineConfig:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in dataclasses.fields(BaselineConfig):
-        kind = {"int": int, "float": float, "str": str}[f.type]
-        choices = list(PRESETS) if f.name == "preset" else ALGOS if f.name == "algo" else None
-        parser.add_argument("--" + f.name.replace("_", "-"), type=kind, default=argparse.SUPPRESS, choices=choices,
-                            help=f"{f.metadata['help']} (default: {f.default})")
+    add_config_flags(parser, BaselineConfig, {"preset": list(PRESETS), "algo": list(ALGOS)})
     return parser
 
 
 def resolve_config(args: argparse.Namespace) -> BaselineConfig:
     """Defaults, then the preset's task arguments, then explicit flags."""
-    explicit = {f.name: getattr(args, f.name) for f in dataclasses.fields(BaselineConfig) if hasattr(args, f.name)}
+    explicit = explicit_flags(args, BaselineConfig)
     preset = explicit.get("preset", BaselineConfig.preset)
     return BaselineConfig(**{**PRESETS[preset], **explicit, "preset": preset})
 

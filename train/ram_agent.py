@@ -43,17 +43,26 @@ def option(default, help: str):  # noqa: A002  (argparse's word)
 
 
 @dataclass
-class TrainConfig:
-    """Every hyperparameter of a run; each one is also a command-line flag."""
+class TaskConfig:
+    """The paper configuration and the GlimpseMNIST-v0 arguments it sets (a flag overrides any of them)."""
 
     preset: str = option("mnist28-6g", "paper configuration to start from (see --list-presets)")
-    # the task (GlimpseMNIST-v0 arguments)
     size: int = option(28, "canvas side in pixels (28: MNIST; 60/100: translated or cluttered)")
     scales: int = option(1, "retina scales k; scale i covers glimpse_size * 2**i pixels")
     glimpse_size: int = option(8, "side g of each g x g retina patch")
-    n_glimpses: int = option(6, "glimpses per episode")
+    n_glimpses: int = option(6, "glimpses per episode (= environment steps per episode)")
     clutter: int = option(0, "8x8 distractor crops per canvas")
     first_location: str = option("random", "where the first glimpse goes: random or center")
+
+    def env_kwargs(self) -> dict:
+        return dict(size=self.size, scales=self.scales, glimpse_size=self.glimpse_size,
+                    n_glimpses=self.n_glimpses, clutter=self.clutter, first_location=self.first_location)
+
+
+@dataclass
+class TrainConfig(TaskConfig):
+    """Every hyperparameter of a run; each one is also a command-line flag."""
+
     # the model (agents.RAMConfig)
     core: str = option("rnn", "recurrent core: rnn (the paper's ReLU RNN) or lstm")
     what_hidden: int = option(128, "units of the glimpse network's 'what' path")
@@ -84,10 +93,6 @@ class TrainConfig:
     run_dir: str = option("", "run folder (default: runs/<preset>-<time>)")
     data_dir: str = option("", "MNIST folder (default: $GLIMPSE_MNIST_DIR, else a download)")
     figure: bool = option(True, "draw the learned glimpse paths (PNG and GIF) into the run folder at the end")
-
-    def env_kwargs(self) -> dict:
-        return dict(size=self.size, scales=self.scales, glimpse_size=self.glimpse_size,
-                    n_glimpses=self.n_glimpses, clutter=self.clutter, first_location=self.first_location)
 
     def model_kwargs(self) -> dict:
         return dict(core=self.core, what_hidden=self.what_hidden, where_hidden=self.where_hidden,

@@ -47,25 +47,17 @@ from glimpse_env.data import DigitSet
 from glimpse_env.wrappers import FlattenAction
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling scripts, also when imported from tests
-from ram_agent import PRESETS, TrainConfig, add_config_flags, explicit_flags, option  # noqa: E402
+from ram_agent import PRESETS, TaskConfig, TrainConfig, add_config_flags, explicit_flags, option  # noqa: E402
 
 ALGOS = ("recurrent-ppo", "ppo")
 RAM_TRAIN_IMAGES = 55_000  # the train split: one RAM epoch shows each image in mc_samples slots
 
 
 @dataclass
-class BaselineConfig:
+class BaselineConfig(TaskConfig):
     """Every hyperparameter of a baseline run; each one is also a command-line flag."""
 
-    preset: str = option("mnist28-6g", "paper configuration (the presets of train/ram_agent.py)")
     algo: str = option("recurrent-ppo", "recurrent-ppo (sb3-contrib, MultiInputLstmPolicy) or ppo (MultiInputPolicy)")
-    # the task (GlimpseMNIST-v0 arguments); the preset sets them, a flag overrides
-    size: int = option(28, "canvas side in pixels (28: MNIST; 60/100: translated or cluttered)")
-    scales: int = option(1, "retina scales k; scale i covers glimpse_size * 2**i pixels")
-    glimpse_size: int = option(8, "side g of each g x g retina patch")
-    n_glimpses: int = option(6, "glimpses per episode (= environment steps per episode)")
-    clutter: int = option(0, "8x8 distractor crops per canvas")
-    first_location: str = option("random", "where the first glimpse goes: random or center")
     score_bound: float = option(1.0, "FlattenAction's bound on the 10 class scores")
     # learning
     timesteps: int = option(900_000, "environment steps to train for, all envs together (whole rollouts: a bit more)")
@@ -91,10 +83,6 @@ class BaselineConfig:
     run_dir: str = option("", "run folder (default: runs/sb3-<preset>-<algo>-<time>)")
     data_dir: str = option("", "MNIST folder (default: $GLIMPSE_MNIST_DIR, else a download)")
     verbose: int = option(0, "SB3 verbosity (0: quiet, 1: a table per rollout)")
-
-    def env_kwargs(self) -> dict[str, Any]:
-        return dict(size=self.size, scales=self.scales, glimpse_size=self.glimpse_size,
-                    n_glimpses=self.n_glimpses, clutter=self.clutter, first_location=self.first_location)
 
 
 def build_parser() -> argparse.ArgumentParser:

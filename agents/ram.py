@@ -36,6 +36,7 @@ class RAMConfig:
     core: str = "rnn"  # "rnn": the paper's ReLU RNN; "lstm"
     core_size: int = 256
     loc_std: float = 0.1  # standard deviation of the location policy, on [-1, 1]
+    learn_first_location: bool = False  # the agent picks its first glimpse too (else the env does)
     num_classes: int = 10
 
     def __post_init__(self) -> None:
@@ -47,6 +48,8 @@ class RAMConfig:
             raise ValueError(f"core must be one of {CORES}, got {self.core!r}")
         if not (isinstance(self.loc_std, (int, float)) and self.loc_std > 0):
             raise ValueError(f"loc_std must be a number > 0, got {self.loc_std!r}")
+        if not isinstance(self.learn_first_location, bool):
+            raise ValueError(f"learn_first_location must be True or False, got {self.learn_first_location!r}")
 
     @classmethod
     def from_spaces(cls, observation_space: spaces.Dict, action_space: spaces.Dict, **overrides) -> RAMConfig:
@@ -93,11 +96,34 @@ class RecurrentAttentionModel(nn.Module):
         self.location_head = nn.Linear(config.core_size, 2)
         self.baseline_head = nn.Linear(config.core_size, 1)
         self.classifier = nn.Linear(config.core_size, config.num_classes)
+        if config.learn_first_location:
+            # Before any glimpse the state is the same for every image, so the first location's policy is a
+            # learned mean (before tanh) and its baseline a learned constant, trained like the other locations.
+            self.first_location_logit = nn.Parameter(torch.zeros(2))
+            self.first_baseline = nn.Parameter(torch.zeros(()))
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
         device = device if device is not None else self.classifier.weight.device
         zeros = torch.zeros(batch_size, self.config.core_size, device=device)
         return zeros if self.config.core == "rnn" else (zeros, zeros.clone())
+
+    def first_location_mean(self, batch_size: int) -> torch.Tensor | None:
+        """The policy's mean first location (B x 2), or None when the env picks the first glimpse."""
+        if not self.config.learn_first_location:
+            return None
+        return torch.tanh(self.first_location_logit).expand(batch_size, 2)
+
+    @torch.no_grad()
+    def reset_options(
+        self, batch_size: int, deterministic: bool = False, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The env ``reset`` options that put the first glimpse where the agent wants it (empty if it does not
+        choose): ``{"location": B x 2}``, sampled or, with ``deterministic``, the policy's mean."""
+        mean = self.first_location_mean(batch_size)
+        if mean is None:
+            return {}
+        location = mean if deterministic else self.sample_location(mean, generator)[0]
+        return {"location": location}
 
     def forward(self, observation: dict[str, torch.Tensor], state: State) -> StepOutput:
         encoded = self.glimpse_net(observation["glimpse"], observation["location"])

@@ -14,8 +14,9 @@ LOCATION_CHOICES = ("policy", "random", "center")
 class Episodes(NamedTuple):
     """What a batch of episodes leaves for the hybrid loss.
 
-    ``log_probs`` and ``baselines`` are ``(T - 1) x B``: one row per location the agent chose *and* the env then
-    looked at (the location sent with the final, grading step is never looked at, so it has no log-probability).
+    ``log_probs`` and ``baselines`` have one row (of B) per location the agent chose *and* the env then looked at:
+    ``T - 1`` rows, or ``T`` when the agent picks its first glimpse too (the location sent with the final, grading
+    step is never looked at, so it has no log-probability).
     """
 
     logits: torch.Tensor  # B x classes, from the final state (graded by the env)
@@ -43,9 +44,19 @@ def run_episodes(
     """
     if locations not in LOCATION_CHOICES:
         raise ValueError(f"locations must be one of {LOCATION_CHOICES}, got {locations!r}")
+    log_probs, baselines = [], []
+    first_mean = model.first_location_mean(env.num_envs) if locations == "policy" else None
+    if first_mean is not None:  # the agent chooses its first glimpse too
+        if deterministic:
+            first = first_mean.detach()
+        else:
+            first, log_prob = model.sample_location(first_mean, generator)
+            log_probs.append(log_prob)
+            baselines.append(model.first_baseline.float().expand(env.num_envs))
+        options = {**(options or {}), "location": first}
     observation, _ = env.reset(options=options)
     state = model.initial_state(env.num_envs, observation["glimpse"].device)
-    log_probs, baselines, looked_at = [], [], [observation["location"]]
+    looked_at = [observation["location"]]
     total = torch.zeros(env.num_envs, device=observation["glimpse"].device)
     while True:
         out = model(observation, state)

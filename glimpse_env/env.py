@@ -56,7 +56,8 @@ class GlimpseMNISTEnv(gym.Env):
     everyone, distractors from the same split), ``reward="sparse"`` (or ``"dense"``), ``first_location="random"`` (or
     ``"center"``), ``data_dir=None`` (a folder of the four MNIST ``.gz`` files; default ``$GLIMPSE_MNIST_DIR``, else a
     download), ``render_mode=None`` (or ``"rgb_array"``, ``"human"``). Invalid values raise ``ValueError`` naming the
-    parameter. ``reset(options={"index": i})`` presents dataset index ``i`` of the split.
+    parameter. ``reset(options={"index": i})`` presents dataset index ``i`` of the split; ``reset(options={"location":
+    (x, y)})`` takes the first glimpse there instead of at ``first_location``.
 
     ## Variants (the paper's benchmarks)
     >>> gym.make("GlimpseMNIST-v0", size=28, scales=1, glimpse_size=8, n_glimpses=6)              # 28x28 MNIST
@@ -107,10 +108,16 @@ class GlimpseMNISTEnv(gym.Env):
         self._torch_seeded = True
         batch_options = {}
         if options:
-            unknown = set(options) - {"index"}
+            unknown = set(options) - {"index", "location"}
             if unknown:
-                raise ValueError(f"reset options may only contain 'index'; got {sorted(unknown)}")
-            batch_options["indices"] = torch.tensor([self._check_index(options["index"])])
+                raise ValueError(f"reset options may only contain 'index' and 'location'; got {sorted(unknown)}")
+            if "index" in options:
+                batch_options["indices"] = torch.tensor([self._check_index(options["index"])])
+            if "location" in options:
+                location = np.asarray(options["location"], dtype=np.float32)
+                if location.shape != (2,):
+                    raise ValueError(f"options['location'] must have shape (2,), got {location.shape}")
+                batch_options["location"] = torch.from_numpy(location)[None]
         observation, _ = self._batch.reset(seed=seed, options=batch_options)
         self._prediction, self._outcome = None, None
         self._render_if_human()

@@ -13,7 +13,7 @@ Examples::
 
     python -m glimpse_env.play                                   # 28x28 MNIST, 6 glimpses of 8x8
     python -m glimpse_env.play --size 60 --scales 3 --glimpse-size 12 --n-glimpses 8 --clutter 4
-    python -m glimpse_env.play --agent assets/checkpoints/ram_28.pt --autoplay
+    python -m glimpse_env.play --agent assets/checkpoints/mnist28-6g.pt --autoplay
 
 The event handling lives in :class:`PlayLoop` (``handle_event``, ``update``, ``draw``), so that tests can drive it
 with synthetic pygame events; :func:`main` is a thin loop around it.
@@ -100,7 +100,11 @@ class PlayLoop:
     def new_episode(self, index: int | None = None) -> None:
         """Reset the env on a new digit (dataset ``index`` of the split, default a random one): the first glimpse
         is given, the next is chosen."""
-        observation, _ = self.env.reset(seed=self._seed, options=None if index is None else {"index": index})
+        options = {} if index is None else {"index": index}
+        if self.agent is not None:  # an agent that chooses its first glimpse too says where
+            first = self.agent.reset_options(1, deterministic=True)
+            options.update({key: value[0].cpu().numpy() for key, value in first.items()})
+        observation, _ = self.env.reset(seed=self._seed, options=options)
         self._seed = None
         self.glimpses = [observation["glimpse"]]  # every glimpse seen, in order (the hidden canvas shows them)
         self.cursor = observation["location"].copy()  # where the next glimpse goes

@@ -67,6 +67,8 @@ class GlimpseMNISTVectorEnv(VectorEnv):
       the batch (``AutoresetMode.NEXT_STEP``) with random dataset indices; call ``reset`` to choose them.
     * ``reset(options={"indices": LongTensor of shape (N,)})`` presents the chosen dataset indices of the split;
       an index may repeat (that is how a trainer shows one image to M sampled location paths).
+      ``options={"location": (N, 2)}`` takes the first glimpses there instead of at ``first_location`` (an agent
+      that chooses its first glimpse too); values are clipped to ``[-1, 1]`` like a step's.
 
     Extra arguments: ``num_envs`` (>= 1), ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``) and
     ``digits`` (a :class:`glimpse_env.data.DigitSet` to use instead of loading the split, e.g. a test fixture).
@@ -130,10 +132,11 @@ class GlimpseMNISTVectorEnv(VectorEnv):
             self._np_random, self._np_random_seed = seeding.np_random(seed)
             self._generator.manual_seed(int(seed))
         options = options or {}
-        unknown = set(options) - {"indices"}
+        unknown = set(options) - {"indices", "location"}
         if unknown:
-            raise ValueError(f"reset options may only contain 'indices'; got {sorted(unknown)}")
+            raise ValueError(f"reset options may only contain 'indices' and 'location'; got {sorted(unknown)}")
         indices = self._check_indices(options["indices"]) if "indices" in options else self._random_indices()
+        chosen = self._check_finite(options["location"], "options['location']", 2) if "location" in options else None
         config, device = self.config, self.device
 
         if self._evaluation_layouts is not None:
@@ -147,7 +150,9 @@ class GlimpseMNISTVectorEnv(VectorEnv):
         self._layout, self._canvases = layout, None
         self.indices, self.labels = indices, self.digits.labels[indices]
 
-        if config.first_location == "random":
+        if chosen is not None:
+            location = chosen.clamp(-1.0, 1.0)
+        elif config.first_location == "random":
             location = torch.rand(self.num_envs, 2, generator=self._generator, device=device) * 2.0 - 1.0
         else:
             location = torch.zeros(self.num_envs, 2, device=device)
@@ -215,18 +220,17 @@ class GlimpseMNISTVectorEnv(VectorEnv):
         if not isinstance(actions, dict) or set(actions) != {"location", "prediction"}:
             keys = sorted(actions) if isinstance(actions, dict) else type(actions).__name__
             raise ValueError(f"actions must be a dict with keys 'location' and 'prediction', got {keys}")
-        checked = []
-        for name, width in (("location", 2), ("prediction", NUM_CLASSES)):
-            value = torch.as_tensor(actions[name], device=self.device)
-            if value.shape != (self.num_envs, width):
-                raise ValueError(
-                    f"actions['{name}'] must have shape ({self.num_envs}, {width}), got {tuple(value.shape)}"
-                )
-            value = value.to(torch.float32)
-            if not bool(torch.isfinite(value).all()):
-                raise ValueError(f"actions['{name}'] must be finite; it holds NaN or inf")
-            checked.append(value)
-        return checked[0], checked[1]
+        location = self._check_finite(actions["location"], "actions['location']", 2)
+        return location, self._check_finite(actions["prediction"], "actions['prediction']", NUM_CLASSES)
+
+    def _check_finite(self, value: Any, name: str, width: int) -> torch.Tensor:
+        value = torch.as_tensor(value, device=self.device)
+        if value.shape != (self.num_envs, width):
+            raise ValueError(f"{name} must have shape ({self.num_envs}, {width}), got {tuple(value.shape)}")
+        value = value.to(torch.float32)
+        if not bool(torch.isfinite(value).all()):
+            raise ValueError(f"{name} must be finite; it holds NaN or inf")
+        return value
 
     @property
     def canvases(self) -> torch.Tensor | None:

@@ -106,6 +106,32 @@ def test_one_log_prob_per_location_looked_at(tiny_digits):
     assert hybrid_loss(single).reinforce.item() == 0.0
 
 
+def test_learned_first_location(tiny_digits):
+    env = make_env(tiny_digits, n_glimpses=3)
+    model = make_model(env, learn_first_location=True)
+    with torch.no_grad():
+        model.first_location_logit.copy_(torch.tensor([0.5, -0.3]))
+    first = torch.tanh(torch.tensor([0.5, -0.3]))
+    deterministic = run_episodes(model, env, deterministic=True)
+    assert torch.allclose(deterministic.locations[0], first.expand(8, 2))  # every episode starts where it learned
+    assert torch.equal(model.reset_options(8, deterministic=True)["location"], deterministic.locations[0])
+    assert make_model(env).reset_options(8) == {}  # an agent that does not choose leaves it to the env
+
+    episodes = run_episodes(model, env)  # sampled: all 3 glimpses were chosen, so 3 log-probabilities
+    assert episodes.log_probs.shape == (3, 8) and episodes.baselines.shape == (3, 8)
+    assert not torch.allclose(episodes.locations[0], first.expand(8, 2))
+    loss = hybrid_loss(episodes._replace(reward=torch.rand(8)))
+    assert grads_of(model, loss.reinforce) == {
+        "glimpse_net": False, "core": False, "classifier": False, "location_head": True, "baseline_head": False,
+        "first_location_logit": True, "first_baseline": False,
+    }
+    assert grads_of(model, loss.baseline)["first_baseline"] and not grads_of(model, loss.cross_entropy)[
+        "first_location_logit"]
+    # the non-learning baselines ignore it: the env puts the first glimpse
+    center = make_env(tiny_digits, n_glimpses=3, first_location="center")
+    assert torch.equal(run_episodes(model, center, locations="center").locations[0], torch.zeros(8, 2))
+
+
 def test_censored_gaussian_log_prob_matches_sampling():
     model = RecurrentAttentionModel(RAMConfig(loc_std=0.3))
     mean = torch.tensor([[0.9, -0.2]]).expand(200_000, 2)
@@ -156,6 +182,10 @@ def test_checkpoint_round_trip_and_refusals(tiny_digits, tmp_path):
     assert loaded.model.config == model.config
     for key, value in model.state_dict().items():
         assert torch.equal(value, loaded.model.state_dict()[key])
+
+    chooser = make_model(env, learn_first_location=True)
+    save_agent(tmp_path / "chooser.pt", chooser, env_kwargs)
+    assert torch.equal(load_agent(tmp_path / "chooser.pt").model.first_location_logit, chooser.first_location_logit)
 
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_agent(tmp_path / "missing.pt")

@@ -58,8 +58,10 @@ def test_resume_refuses_another_configuration(mnist_dir, tmp_path):
         ram_agent.main(["--resume", str(tmp_path / "run"), "--n-glimpses", "4"])
 
 
-def test_results_and_evaluate_script_agree(mnist_dir, tmp_path, capsys):
-    results = run(tmp_path, "run", "--epochs", "1")
+@pytest.mark.parametrize("flags", [[], ["--learn-first-location"]], ids=["env-first-glimpse", "learned-first"])
+def test_results_and_evaluate_script_agree(mnist_dir, tmp_path, capsys, flags):
+    results = run(tmp_path, "run", "--epochs", "1", *flags)
+    assert load_agent(tmp_path / "run" / "best.pt").model.config.learn_first_location == bool(flags)
     assert results["test"]["error"] < 0.85  # better than the 90% error of guessing, after only 8 steps
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["test"] == results["test"]

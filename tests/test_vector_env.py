@@ -305,6 +305,18 @@ def test_indices_may_be_a_list_or_an_array(make, tiny_digits: DigitSet) -> None:
     assert torch.equal(env.indices, torch.ones(4, dtype=torch.long))
 
 
+def test_reset_may_choose_the_first_location(make) -> None:
+    env = make(3, size=60, scales=3, glimpse_size=12, clutter=4, first_location="random")
+    asked = torch.tensor([[0.5, -0.25], [3.0, -1.0], [0.0, 0.0]])
+    observation, _ = env.reset(seed=0, options={"location": asked})
+    assert torch.equal(observation["location"], asked.clamp(-1, 1))  # clipped, as a step's location is
+    torch.testing.assert_close(observation["glimpse"], retina(env.canvases, asked.clamp(-1, 1), 12, 3))
+    assert torch.equal(env.locations[:, 0], asked.clamp(-1, 1))
+    for bad, match in ((torch.zeros(2, 2), "shape"), (torch.full((3, 2), float("nan")), "finite")):
+        with pytest.raises(ValueError, match=r"options\['location'\].*" + match):
+            env.reset(options={"location": bad})
+
+
 def test_unknown_reset_option_and_step_before_reset(make) -> None:
     with pytest.raises(ValueError, match="indices"):
         make(2).reset(options={"index": 1})

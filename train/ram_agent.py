@@ -70,6 +70,8 @@ class TrainConfig(TaskConfig):
     glimpse_out: int = option(256, "units of the glimpse network's output")
     core_size: int = option(256, "units of the recurrent core")
     loc_std: float = option(0.1, "standard deviation of the Gaussian location policy, on [-1, 1]")
+    learn_first_location: bool = option(False, "the agent learns where its first glimpse goes (a location "
+                                               "policy of its own; --first-location then only serves baselines)")
     # learning
     epochs: int = option(45, "passes over the 55,000 training images")
     batch_size: int = option(128, "images per gradient step (each shown in mc_samples slots)")
@@ -96,7 +98,8 @@ class TrainConfig(TaskConfig):
 
     def model_kwargs(self) -> dict:
         return dict(core=self.core, what_hidden=self.what_hidden, where_hidden=self.where_hidden,
-                    glimpse_out=self.glimpse_out, core_size=self.core_size, loc_std=self.loc_std)
+                    glimpse_out=self.glimpse_out, core_size=self.core_size, loc_std=self.loc_std,
+                    learn_first_location=self.learn_first_location)
 
 
 # The rows of the paper's table (Mnih et al. 2014, tables 1 and 2). Keys are TrainConfig fields.

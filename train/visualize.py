@@ -91,7 +91,8 @@ def run_agent(
     )
     batch = env.unwrapped
     indices = np.sort(np.random.default_rng(seed).choice(len(batch.digits), num_digits, replace=False))
-    observation, _ = env.reset(seed=seed, options={"indices": torch.as_tensor(indices)})
+    first = model.reset_options(num_digits, deterministic=True)  # where the agent puts its first glimpse, if it does
+    observation, _ = env.reset(seed=seed, options={"indices": torch.as_tensor(indices), **first})
     state = model.initial_state(num_digits)
     glimpses = [observation["glimpse"]]
     while True:
@@ -161,7 +162,8 @@ def record_episode(
     """The ``rgb_array`` frames of one deterministic episode of the agent on digit ``index`` of ``split``."""
     env = gym.make("GlimpseMNIST-v0", render_mode="rgb_array", split=split, digits=digits, data_dir=data_dir,
                    **env_arguments(env_kwargs))
-    observation, _ = env.reset(seed=seed, options={"index": int(index)})
+    first = {key: value[0].numpy() for key, value in model.reset_options(1, deterministic=True).items()}
+    observation, _ = env.reset(seed=seed, options={"index": int(index), **first})
     frames = [env.render()]
     state = model.initial_state(1)
     terminated = False

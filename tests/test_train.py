@@ -14,6 +14,7 @@ import evaluate as evaluate_script  # noqa: E402
 import ram_agent  # noqa: E402
 
 from agents import load_agent  # noqa: E402
+from agents.checkpoint import atomic_torch_save, read_checkpoint  # noqa: E402
 
 QUICK = ["--train-subset", "512", "--batch-size", "64", "--mc-samples", "2", "--test-mc", "2",
          "--eval-slots", "2500", "--no-figure", "--precision", "fp32", "--device", "cpu", "--n-glimpses", "3"]
@@ -58,10 +59,25 @@ def test_resume_refuses_another_configuration(mnist_dir, tmp_path):
         ram_agent.main(["--resume", str(tmp_path / "run"), "--n-glimpses", "4"])
 
 
-@pytest.mark.parametrize("flags", [[], ["--learn-first-location"]], ids=["env-first-glimpse", "learned-first"])
-def test_results_and_evaluate_script_agree(mnist_dir, tmp_path, capsys, flags):
-    results = run(tmp_path, "run", "--epochs", "1", *flags)
-    assert load_agent(tmp_path / "run" / "best.pt").model.config.learn_first_location == bool(flags)
+def test_resume_of_a_run_written_before_learn_first_location(mnist_dir, tmp_path, capsys):
+    run(tmp_path, "old", "--epochs", "1", "--no-learn-first-location")
+    folder = tmp_path / "old"
+    config = json.loads((folder / "config.json").read_text())
+    del config["learn_first_location"]  # as written by a version without the option
+    (folder / "config.json").write_text(json.dumps(config))
+    payload = read_checkpoint(folder / "last.pt")
+    del payload["extra"]["train_config"]["model_kwargs"]["learn_first_location"]
+    del payload["extra"]["train_config"]["learn_first_location"]
+    atomic_torch_save(payload, folder / "last.pt")
+    ram_agent.main(["--resume", str(folder), "--epochs", "2"])
+    assert "resuming" in capsys.readouterr().out
+    assert not load_agent(folder / "last.pt").model.config.learn_first_location
+
+
+@pytest.mark.parametrize("learned", [False, True], ids=["env-first", "learned-first"])
+def test_results_and_evaluate_script_agree(mnist_dir, tmp_path, capsys, learned):
+    results = run(tmp_path, "run", "--epochs", "1", "--learn-first-location" if learned else "--no-learn-first-location")
+    assert load_agent(tmp_path / "run" / "best.pt").model.config.learn_first_location == learned
     assert results["test"]["error"] < 0.85  # better than the 90% error of guessing, after only 8 steps
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["test"] == results["test"]

@@ -70,8 +70,8 @@ class TrainConfig(TaskConfig):
     glimpse_out: int = option(256, "units of the glimpse network's output")
     core_size: int = option(256, "units of the recurrent core")
     loc_std: float = option(0.1, "standard deviation of the Gaussian location policy, on [-1, 1]")
-    learn_first_location: bool = option(False, "the agent learns where its first glimpse goes (a location "
-                                               "policy of its own; --first-location then only serves baselines)")
+    learn_first_location: bool = option(True, "the agent learns where its first glimpse goes (--no-learn-first-"
+                                              "location: the env puts it at --first-location)")
     # learning
     epochs: int = option(45, "passes over the 55,000 training images")
     batch_size: int = option(128, "images per gradient step (each shown in mc_samples slots)")
@@ -117,6 +117,8 @@ PRESETS: dict[str, dict] = {
     "cluttered100-8g": dict(size=100, scales=4, glimpse_size=12, n_glimpses=8, clutter=8),
 }
 # What may change when a run is resumed; everything else must match the run's config.json.
+# Fields a run folder written before they existed lacks, with the behaviour it was trained with.
+ADDED_LATER = {"learn_first_location": False}
 RESUMABLE_CHANGES = {"epochs", "device", "run_dir", "data_dir", "figure", "eval_slots"}
 
 
@@ -153,7 +155,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         saved_path = Path(args.resume) / "config.json"
         if not saved_path.is_file():
             raise SystemExit(f"--resume {args.resume}: no config.json there; is it a run folder?")
-        saved = json.loads(saved_path.read_text())
+        saved = {**ADDED_LATER, **json.loads(saved_path.read_text())}
         changed = {k: (saved.get(k), v) for k, v in explicit.items() if saved.get(k) != v}
         refused = {k: pair for k, pair in changed.items() if k not in RESUMABLE_CHANGES}
         if refused:
@@ -260,7 +262,9 @@ def train(config: TrainConfig, command: list[str]) -> dict:
     if resuming:
         payload = read_checkpoint(run.dir / "last.pt", device)
         saved_config = payload["extra"]["train_config"]
-        if saved_config["model_kwargs"] != config.model_kwargs() or payload["env_kwargs"] != config.env_kwargs():
+        saved_model = {**{k: v for k, v in ADDED_LATER.items() if k in config.model_kwargs()},
+                       **saved_config["model_kwargs"]}
+        if saved_model != config.model_kwargs() or payload["env_kwargs"] != config.env_kwargs():
             raise SystemExit(f"{run.dir / 'last.pt'} was trained with another configuration; refusing to resume")
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["extra"]["optimizer"])

@@ -76,7 +76,8 @@ def test_resume_of_a_run_written_before_learn_first_location(mnist_dir, tmp_path
 
 @pytest.mark.parametrize("learned", [False, True], ids=["env-first", "learned-first"])
 def test_results_and_evaluate_script_agree(mnist_dir, tmp_path, capsys, learned):
-    results = run(tmp_path, "run", "--epochs", "1", "--learn-first-location" if learned else "--no-learn-first-location")
+    flag = "--learn-first-location" if learned else "--no-learn-first-location"
+    results = run(tmp_path, "run", "--epochs", "1", flag)
     assert load_agent(tmp_path / "run" / "best.pt").model.config.learn_first_location == learned
     assert results["test"]["error"] < 0.85  # better than the 90% error of guessing, after only 8 steps
     saved = json.loads((tmp_path / "run" / "results.json").read_text())

@@ -2,7 +2,10 @@
 
 At each step the glimpse network encodes the retina glimpse and where it was taken, the recurrent core folds it
 into its state, and from that state the location policy picks the next location (a Gaussian with fixed standard
-deviation), the baseline predicts the expected reward and the classifier scores the classes.
+deviation), the baseline predicts the expected reward and the classifier scores the classes. With
+``learn_first_location`` the agent also chooses its first glimpse (passed to the env's ``reset`` through
+:meth:`RecurrentAttentionModel.reset_options`); before any glimpse its knowledge is the same for every image, so that
+policy's mean is one learned location, trained by REINFORCE like the others.
 
 Gradient flow, as the hybrid loss wants it (see :mod:`agents.losses`): the location head and the baseline read a
 *detached* core state and the sampled location is detached before it goes back to the env. So cross-entropy

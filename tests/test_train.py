@@ -86,3 +86,7 @@ def test_results_and_evaluate_script_agree(mnist_dir, tmp_path, capsys, learned)
                           "--device", "cpu"])
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["error"] == results["test"]["error"] and again["mc_error"] == results["test"]["mc_error"]
+    evaluate_script.main([str(tmp_path / "run" / "best.pt"), "--mc", "0", "--slots", "2500", "--markdown",
+                          "--device", "cpu"])
+    row = capsys.readouterr().out.strip().splitlines()[-1].split(" | ")
+    assert row[2] == ("learned" if learned else "random") and row[3] == f"{100 * results['test']['error']:.2f}%"

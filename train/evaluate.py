@@ -90,15 +90,20 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"checkpoint {checkpoint} does not exist")
     if args.markdown:
         first = "deterministic" if args.locations == "policy" else f"{args.locations} locations"
-        print(f"| checkpoint | env | {args.split} error, {first} | {args.split} error, MC K={args.mc} |")
-        print("|---|---|---|---|")
+        split = args.split
+        print(f"| checkpoint | env | first glimpse | {split} error, {first} | {split} error, MC K={args.mc} |")
+        print("|---|---|---|---|---|")
     for checkpoint in args.checkpoints:
         result = evaluate_checkpoint(checkpoint, args.split, args.mc, args.device, args.slots, args.seed,
                                      args.data_dir, locations=args.locations)
         if args.markdown:
-            env = ", ".join(f"{k}={v}" for k, v in load_agent(checkpoint).env_kwargs.items())
+            loaded = load_agent(checkpoint)
+            env = ", ".join(f"{k}={v}" for k, v in loaded.env_kwargs.items() if k != "first_location")
+            learned = loaded.model.config.learn_first_location and args.locations == "policy"
+            where = "learned" if learned else ("center" if args.locations == "center" else
+                                               loaded.env_kwargs.get("first_location", "random"))
             mc = f"{100 * result['mc_error']:.2f}%" if "mc_error" in result else "-"
-            print(f"| `{Path(checkpoint).name}` | {env} | {100 * result['error']:.2f}% | {mc} |")
+            print(f"| `{Path(checkpoint).name}` | {env} | {where} | {100 * result['error']:.2f}% | {mc} |")
         elif args.json:
             print(json.dumps({"checkpoint": str(checkpoint), **result}))
         else:

@@ -108,6 +108,12 @@ def test_first_glimpse_is_centred_or_uniformly_random(make) -> None:
     firsts = np.array([randomly.reset(seed=seed)[0]["location"] for seed in range(200)])
     assert firsts.min() >= -1.0 and firsts.max() <= 1.0
     assert firsts.min() < -0.8 and firsts.max() > 0.8 and abs(firsts.mean()) < 0.15
+    chosen, _ = randomly.reset(seed=0, options={"index": 3, "location": (0.5, -0.25)})
+    np.testing.assert_array_equal(chosen["location"], [0.5, -0.25])  # where the agent asked, not at random
+    with pytest.raises(ValueError, match=r"options\['location'\] must have shape \(2,\)"):
+        randomly.reset(options={"location": (0.5, 0.5, 0.5)})
+    with pytest.raises(ValueError, match="finite"):
+        randomly.reset(options={"location": (float("nan"), 0.0)})
 
 
 @pytest.mark.parametrize(("size", "scales", "glimpse_size", "clutter"), VARIANTS)

@@ -14,9 +14,9 @@ Presets are those of train/ram_agent.py. An episode is ``n_glimpses`` environmen
 ``episodes_equivalent = timesteps / n_glimpses`` is the number of RAM training episodes (image x sampled path)
 the same budget buys; results.json also gives it in RAM epochs (55,000 images x mc_samples paths each).
 
-The default budget, 900,000 steps, is about an hour of RecurrentPPO on a 2-core CPU for either preset (measured
-with OMP_NUM_THREADS=1 and both cores busy with other work: ~400 steps/s on mnist28-6g, ~260 on translated60-4g;
-plain PPO ~1,700 steps/s).
+The default budget, 900,000 steps, is 41 min of RecurrentPPO on mnist28-6g on one CPU thread (367 steps/s); on
+translated60-4g RecurrentPPO ran at ~220 steps/s beside another run, so the README's row uses --timesteps 600000
+(45.5 min). Measured with OMP_NUM_THREADS=1; plain PPO is ~1,700 steps/s.
 
 The test error is measured once, at the end, on the test split's deterministic canvases: every test digit played
 once (``reset(options={"index": i})``) with the deterministic policy; an episode is an error when its final reward

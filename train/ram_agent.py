@@ -116,9 +116,9 @@ PRESETS: dict[str, dict] = {
     "cluttered60-8g": dict(TRANSLATED60, n_glimpses=8, clutter=4),
     "cluttered100-8g": dict(size=100, scales=4, glimpse_size=12, n_glimpses=8, clutter=8),
 }
-# What may change when a run is resumed; everything else must match the run's config.json.
 # Fields a run folder written before they existed lacks, with the behaviour it was trained with.
 ADDED_LATER = {"learn_first_location": False}
+# What may change when a run is resumed; everything else must match the run's config.json.
 RESUMABLE_CHANGES = {"epochs", "device", "run_dir", "data_dir", "figure", "eval_slots"}
 
 

@@ -20,9 +20,10 @@ class HybridLoss(NamedTuple):
 def hybrid_loss(episodes: Episodes, rl_weight: float = 1.0) -> HybridLoss:
     """``CE(final logits, label) + MSE(b_t, R) + rl_weight * REINFORCE``, averaged over the batch.
 
-    REINFORCE is ``-sum_t log pi(l_t) * (R - b_t)`` with the advantage detached, so it moves only the location
-    head; the baseline regresses on ``R`` alone. The model detaches what feeds the location head and the baseline,
-    so cross-entropy cannot reach them.
+    REINFORCE is ``-sum_t log pi(l_t) * (R - b_t)`` with the advantage detached, so it moves the location head
+    (and, with the model's ``reinforce_core``, the core and glimpse network); the baseline regresses on ``R`` alone.
+    The model detaches what feeds the baseline (and, by default, the location head), so cross-entropy cannot reach
+    them.
     """
     cross_entropy = F.cross_entropy(episodes.logits.float(), episodes.labels)
     if episodes.log_probs.numel() == 0:  # one glimpse: the agent never chose a location

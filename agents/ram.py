@@ -7,10 +7,12 @@ deviation), the baseline predicts the expected reward and the classifier scores 
 :meth:`RecurrentAttentionModel.reset_options`); before any glimpse its knowledge is the same for every image, so that
 policy's mean is one learned location, trained by REINFORCE like the others.
 
-Gradient flow, as the hybrid loss wants it (see :mod:`agents.losses`): the location head and the baseline read a
-*detached* core state and the sampled location is detached before it goes back to the env. So cross-entropy
-trains the glimpse network, the core and the classifier; REINFORCE trains only the location head; the baseline
-learns only from its own regression loss.
+Gradient flow, as the hybrid loss wants it (see :mod:`agents.losses`): by default the location head and the
+baseline read a *detached* core state and the sampled location is detached before it goes back to the env. So
+cross-entropy trains the glimpse network, the core and the classifier; REINFORCE trains only the location head; the
+baseline learns only from its own regression loss. With ``reinforce_core`` the location head reads the core state
+itself, so REINFORCE also trains the core and the glimpse network (the paper's section 3, where every parameter
+belongs to the policy) and the state learns features for "where next" as well as "which digit".
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class RAMConfig:
     core_size: int = 256
     loc_std: float = 0.1  # standard deviation of the location policy, on [-1, 1]
     learn_first_location: bool = False  # the agent picks its first glimpse too (else the env does)
+    reinforce_core: bool = False  # REINFORCE reaches the core and glimpse network too (else only the location head)
     num_classes: int = 10
 
     def __post_init__(self) -> None:
@@ -51,8 +54,9 @@ class RAMConfig:
             raise ValueError(f"core must be one of {CORES}, got {self.core!r}")
         if not (isinstance(self.loc_std, (int, float)) and self.loc_std > 0):
             raise ValueError(f"loc_std must be a number > 0, got {self.loc_std!r}")
-        if not isinstance(self.learn_first_location, bool):
-            raise ValueError(f"learn_first_location must be True or False, got {self.learn_first_location!r}")
+        for name in ("learn_first_location", "reinforce_core"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
     @classmethod
     def from_spaces(cls, observation_space: spaces.Dict, action_space: spaces.Dict, **overrides) -> RAMConfig:
@@ -63,7 +67,7 @@ class RAMConfig:
 
 
 class StepOutput(NamedTuple):
-    location_mean: torch.Tensor  # B x 2, in (-1, 1); computed from the detached core state
+    location_mean: torch.Tensor  # B x 2, in (-1, 1); from the detached core state unless reinforce_core
     baseline: torch.Tensor  # B, the expected reward; computed from the detached core state
     logits: torch.Tensor  # B x classes
     state: State
@@ -132,9 +136,10 @@ class RecurrentAttentionModel(nn.Module):
         encoded = self.glimpse_net(observation["glimpse"], observation["location"])
         state = self.core(encoded, state)
         hidden = state if self.config.core == "rnn" else state[0]
-        detached = hidden.detach()  # RL and baseline losses must not reach the core or the glimpse network
+        detached = hidden.detach()  # the baseline's loss (and REINFORCE, by default) must not reach the core
+        policy_input = hidden if self.config.reinforce_core else detached
         # Heads leave in float32 whatever precision the matmuls ran in (log-probabilities need it).
-        location_mean = torch.tanh(self.location_head(detached).float())
+        location_mean = torch.tanh(self.location_head(policy_input).float())
         baseline = self.baseline_head(detached).float().squeeze(1)
         return StepOutput(location_mean, baseline, self.classifier(hidden).float(), state)
 

@@ -45,6 +45,15 @@ class IntegralImage(NamedTuple):
         """Canvases of images ``rows`` of this table placed at ``origin`` on ``height x width`` canvases."""
         return IntegralImage(self.table, self.value_scale, height, width, rows, origin)
 
+    def repeat_interleave(self, repeats: int) -> IntegralImage:
+        """The same canvases, each repeated ``repeats`` times in a row (canvas ``b`` becomes ``b // repeats``):
+        M glimpse paths over one canvas read one table."""
+        if repeats == 1:
+            return self
+        rows = self.rows if self.rows is not None else torch.arange(self.table.shape[0], device=self.table.device)
+        origin = self.origin.repeat_interleave(repeats, dim=0) if self.origin is not None else None
+        return self._replace(rows=rows.repeat_interleave(repeats), origin=origin)
+
 
 def integral_image(canvases: torch.Tensor) -> IntegralImage:
     """Summed-area tables of ``canvases`` (``B x H x W``).

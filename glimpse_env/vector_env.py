@@ -20,6 +20,8 @@ from glimpse_env.config import NUM_CLASSES, GlimpseConfig
 from glimpse_env.data import DigitSet, load_digits
 from glimpse_env.retina import glimpse_from_integral
 
+RESET_OPTIONS = {"indices", "location", "slots_per_canvas"}
+
 
 def observation_space(config: GlimpseConfig) -> spaces.Dict:
     k, g = config.scales, config.glimpse_size
@@ -66,7 +68,10 @@ class GlimpseMNISTVectorEnv(VectorEnv):
       int64 tensor, with the mask ``info["_label"]``) comes with the terminating step. The step after it resets
       the batch (``AutoresetMode.NEXT_STEP``) with random dataset indices; call ``reset`` to choose them.
     * ``reset(options={"indices": LongTensor of shape (N,)})`` presents the chosen dataset indices of the split;
-      an index may repeat (that is how a trainer shows one image to M sampled location paths).
+      an index may repeat (that is how a trainer shows one image to M sampled location paths). Each slot gets
+      its own canvas (its own translation and distractors) unless ``options={"slots_per_canvas": M}``: then
+      each run of M consecutive slots shows one canvas (their indices must agree), composed once, so M location
+      paths see exactly the same input (the paper's M samples of one episode, and M times less canvas work).
       ``options={"location": (N, 2)}`` takes the first glimpses there instead of at ``first_location`` (an agent
       that chooses its first glimpse too); values are clipped to ``[-1, 1]`` like a step's.
 
@@ -132,21 +137,30 @@ class GlimpseMNISTVectorEnv(VectorEnv):
             self._np_random, self._np_random_seed = seeding.np_random(seed)
             self._generator.manual_seed(int(seed))
         options = options or {}
-        unknown = set(options) - {"indices", "location"}
+        if not isinstance(options, dict):
+            raise ValueError(f"reset options must be a dict, got {type(options).__name__}")
+        unknown = set(options) - RESET_OPTIONS
         if unknown:
-            raise ValueError(f"reset options may only contain 'indices' and 'location'; got {sorted(unknown)}")
-        indices = self._check_indices(options["indices"]) if "indices" in options else self._random_indices()
+            raise ValueError(f"reset options may only contain {sorted(RESET_OPTIONS)}; got {sorted(unknown)}")
+        group = self._check_slots_per_canvas(options.get("slots_per_canvas", 1))
+        if "indices" in options:
+            indices = self._check_indices(options["indices"], group)
+        else:
+            indices = self._random_indices(self.num_envs // group).repeat_interleave(group)
         chosen = self._check_finite(options["location"], "options['location']", 2) if "location" in options else None
         config, device = self.config, self.device
 
+        canvas_indices = indices[::group]  # one per canvas
         if self._evaluation_layouts is not None:
-            layout = self._evaluation_layouts[indices]
+            layout = self._evaluation_layouts[canvas_indices]
         else:
             layout = random_layout(
-                self.num_envs, config.size, config.clutter, len(self.digits), self._generator, device
+                len(canvas_indices), config.size, config.clutter, len(self.digits), self._generator, device
             )
-        # Once per episode (or not at all, without clutter): every glimpse is then a few gathers.
-        self._integral = canvas_integrals(self.digits, indices, layout, config.size)
+        # Once per canvas (or not at all, without clutter): every glimpse is then a few gathers.
+        self._integral = canvas_integrals(self.digits, canvas_indices, layout, config.size).repeat_interleave(group)
+        if group > 1:
+            layout = layout[torch.arange(len(canvas_indices), device=device).repeat_interleave(group)]
         self._layout, self._canvases = layout, None
         self.indices, self.labels = indices, self.digits.labels[indices]
 
@@ -160,11 +174,22 @@ class GlimpseMNISTVectorEnv(VectorEnv):
         self._elapsed, self._terminated = 0, False
         return self._observe(location), {}
 
-    def _random_indices(self) -> torch.Tensor:
-        return torch.randint(0, len(self.digits), (self.num_envs,), generator=self._generator, device=self.device)
+    def _random_indices(self, count: int) -> torch.Tensor:
+        return torch.randint(0, len(self.digits), (count,), generator=self._generator, device=self.device)
 
-    def _check_indices(self, indices: Any) -> torch.Tensor:
-        indices = torch.as_tensor(indices, device=self.device)
+    def _check_slots_per_canvas(self, group: Any) -> int:
+        if isinstance(group, bool) or not isinstance(group, int) or group < 1 or self.num_envs % group:
+            raise ValueError(
+                f"options['slots_per_canvas'] must be an integer >= 1 that divides num_envs ({self.num_envs}), "
+                f"got {group!r}"
+            )
+        return group
+
+    def _check_indices(self, indices: Any, group: int = 1) -> torch.Tensor:
+        try:
+            indices = torch.as_tensor(indices, device=self.device)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise ValueError(f"options['indices'] must be integers of shape ({self.num_envs},); {error}") from error
         if indices.shape != (self.num_envs,) or indices.dtype.is_floating_point or indices.dtype == torch.bool:
             raise ValueError(
                 f"options['indices'] must be integers of shape ({self.num_envs},), got {indices.dtype} "
@@ -174,6 +199,11 @@ class GlimpseMNISTVectorEnv(VectorEnv):
             raise ValueError(
                 f"options['indices'] must lie in [0, {len(self.digits) - 1}] (the {self.config.split} split), "
                 f"got values from {int(indices.min())} to {int(indices.max())}"
+            )
+        if group > 1 and bool((indices.view(-1, group) != indices[::group, None]).any()):
+            raise ValueError(
+                f"options['indices'] must repeat each index over runs of slots_per_canvas={group} slots, since those "
+                "slots show one canvas"
             )
         return indices.long()
 

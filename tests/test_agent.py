@@ -78,6 +78,26 @@ def test_each_loss_term_reaches_only_its_own_parts(tiny_digits, core):
     }
 
 
+def test_reinforce_core_lets_reinforce_train_the_core_and_glimpse_network(tiny_digits):
+    env = make_env(tiny_digits, size=60, scales=3, glimpse_size=12, n_glimpses=4)
+    model = make_model(env, reinforce_core=True, learn_first_location=True)
+    episodes = run_episodes(model, env)
+    episodes = episodes._replace(reward=torch.rand(8))
+    loss = hybrid_loss(episodes, rl_weight=1.0)
+    assert grads_of(model, loss.reinforce) == {
+        "glimpse_net": True,
+        "core": True,
+        "classifier": False,
+        "location_head": True,
+        "baseline_head": False,
+        "first_location_logit": True,
+        "first_baseline": False,
+    }
+    # The baseline still learns only from its own loss, and cross-entropy still leaves the policy alone.
+    assert grads_of(model, loss.baseline)["core"] is False
+    assert grads_of(model, loss.cross_entropy)["location_head"] is False
+
+
 def test_locations_fed_back_carry_no_graph(tiny_digits):
     env = make_env(tiny_digits)
     model = make_model(env)

@@ -90,3 +90,20 @@ def test_results_and_evaluate_script_agree(mnist_dir, tmp_path, capsys, learned)
                           "--device", "cpu"])
     row = capsys.readouterr().out.strip().splitlines()[-1].split(" | ")
     assert row[2] == ("learned" if learned else "random") and row[3] == f"{100 * results['test']['error']:.2f}%"
+
+
+def test_init_from_loads_a_compatible_checkpoint_and_refuses_others(mnist_dir, tmp_path, capsys):
+    run(tmp_path, "source", "--epochs", "1", "--no-learn-first-location")
+    source = tmp_path / "source" / "best.pt"
+    # One epoch at a negligible learning rate keeps the weights as loaded.
+    run(tmp_path, "fine", "--epochs", "1", "--init-from", str(source), "--reinforce-core", "--lr", "1e-12",
+        "--lr-final", "1e-12")
+    assert "initialised from" in capsys.readouterr().out
+    loaded = load_agent(source).model.state_dict()
+    tuned = load_agent(tmp_path / "fine" / "last.pt").model.state_dict()
+    assert all(torch.allclose(loaded[k], tuned[k], atol=1e-6) for k in loaded)
+    assert "first_location_logit" in tuned  # new in this run: starts at its own initialisation
+    with pytest.raises(SystemExit, match="init-from.*n_glimpses"):
+        run(tmp_path, "other", "--epochs", "1", "--init-from", str(source), "--n-glimpses", "4")
+    with pytest.raises(SystemExit, match="init-from.*core_size"):
+        run(tmp_path, "wider", "--epochs", "1", "--init-from", str(source), "--core-size", "64")

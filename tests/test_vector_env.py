@@ -159,6 +159,40 @@ def test_repeated_indices_show_the_same_image(make) -> None:
     assert torch.equal(observation["glimpse"][[0, 1, 2, 5]], expected[[0, 1, 2, 5]])
 
 
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_slots_per_canvas_share_one_canvas(make, split: str) -> None:
+    env = make(12, size=60, scales=3, glimpse_size=12, clutter=4, split=split, first_location="center")
+    indices = torch.tensor([5, 5, 5, 9, 9, 9, 5, 5, 5, 2, 2, 2])
+    env.reset(seed=0, options={"indices": indices, "slots_per_canvas": 3})
+    canvases = env.canvases
+    for group in range(4):
+        assert all(torch.equal(canvases[3 * group + i], canvases[3 * group]) for i in (1, 2))
+    if split == "train":  # fresh layouts per canvas: the two canvases of digit 5 differ
+        assert not torch.equal(canvases[0], canvases[6])
+    else:  # evaluation canvases are fixed per index
+        assert torch.equal(canvases[0], canvases[6])
+    # The glimpses are the retina of those canvases, wherever each slot looks.
+    location = torch.linspace(-0.9, 0.9, 24).reshape(12, 2)
+    observation, *_ = env.step(actions(12, location=location))
+    assert torch.equal(observation["glimpse"], retina(canvases, location, 12, 3))
+    # Without the option, each slot of a training batch gets its own canvas.
+    env.reset(seed=0, options={"indices": indices})
+    assert split == "test" or not torch.equal(env.canvases[0], env.canvases[1])
+
+
+@pytest.mark.parametrize("clutter", [0, 3])
+def test_slots_per_canvas_without_indices_and_refusals(make, clutter: int) -> None:
+    env = make(6, size=60, clutter=clutter)
+    env.reset(seed=1, options={"slots_per_canvas": 2})
+    assert torch.equal(env.indices[0::2], env.indices[1::2])
+    assert torch.equal(env.canvases[0::2], env.canvases[1::2])
+    for bad in (0, 4, True, 2.0, "2"):
+        with pytest.raises(ValueError, match="slots_per_canvas"):
+            env.reset(options={"slots_per_canvas": bad})
+    with pytest.raises(ValueError, match="slots_per_canvas=2"):
+        env.reset(options={"indices": torch.tensor([1, 1, 2, 3, 4, 4]), "slots_per_canvas": 2})
+
+
 # --- rewards
 def test_sparse_and_dense_rewards(make, tiny_digits: DigitSet) -> None:
     indices = torch.arange(8) * 7

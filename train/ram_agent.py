@@ -72,11 +72,17 @@ class TrainConfig(TaskConfig):
     loc_std: float = option(0.1, "standard deviation of the Gaussian location policy, on [-1, 1]")
     learn_first_location: bool = option(True, "the agent learns where its first glimpse goes (--no-learn-first-"
                                               "location: the env puts it at --first-location)")
+    reinforce_core: bool = option(False, "REINFORCE trains the core and glimpse network too, not only the location "
+                                         "head (the paper's full-network gradient)")
     # learning
     epochs: int = option(45, "passes over the 55,000 training images")
     batch_size: int = option(128, "images per gradient step (each shown in mc_samples slots)")
     train_subset: int = option(0, "train on only the first N training images (0: all 55,000); for quick checks")
     mc_samples: int = option(10, "M: sampled location paths per training image")
+    shared_canvas: bool = option(True, "the M paths of an image look at one canvas (the paper's M samples of one "
+                                       "episode); --no-shared-canvas: each path gets its own translation and clutter")
+    init_from: str = option("", "start from the weights of this checkpoint (same architecture and task), not from "
+                                "a random initialisation")
     lr: float = option(2e-3, "peak learning rate of Adam")
     lr_schedule: str = option("cosine", "cosine (warm-up, then cosine decay to lr_final) or constant")
     lr_final: float = option(1e-5, "learning rate at the end of the cosine schedule")
@@ -99,7 +105,7 @@ class TrainConfig(TaskConfig):
     def model_kwargs(self) -> dict:
         return dict(core=self.core, what_hidden=self.what_hidden, where_hidden=self.where_hidden,
                     glimpse_out=self.glimpse_out, core_size=self.core_size, loc_std=self.loc_std,
-                    learn_first_location=self.learn_first_location)
+                    learn_first_location=self.learn_first_location, reinforce_core=self.reinforce_core)
 
 
 # The rows of the paper's table (Mnih et al. 2014, tables 1 and 2). Keys are TrainConfig fields.
@@ -117,7 +123,7 @@ PRESETS: dict[str, dict] = {
     "cluttered100-8g": dict(size=100, scales=4, glimpse_size=12, n_glimpses=8, clutter=8),
 }
 # Fields a run folder written before they existed lacks, with the behaviour it was trained with.
-ADDED_LATER = {"learn_first_location": False}
+ADDED_LATER = {"learn_first_location": False, "reinforce_core": False, "shared_canvas": False, "init_from": ""}
 # What may change when a run is resumed; everything else must match the run's config.json.
 RESUMABLE_CHANGES = {"epochs", "device", "run_dir", "data_dir", "figure", "eval_slots"}
 
@@ -258,6 +264,8 @@ def train(config: TrainConfig, command: list[str]) -> dict:
         optimizer, lambda step: learning_rate_factor(config, step, steps_per_epoch))
     order_generator = torch.Generator().manual_seed(config.seed)
     start_epoch, best_val, wall_before = 1, float("inf"), 0.0
+    if config.init_from and not resuming:
+        initialise_from(model, config, Path(config.init_from), device)
 
     if resuming:
         payload = read_checkpoint(run.dir / "last.pt", device)
@@ -289,9 +297,10 @@ def train(config: TrainConfig, command: list[str]) -> dict:
         for step in bar:
             images = order[step * config.batch_size:(step + 1) * config.batch_size].to(device)
             indices = images.repeat_interleave(config.mc_samples)
+            options = {"indices": indices, "slots_per_canvas": config.mc_samples if config.shared_canvas else 1}
             with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
                                 enabled=autocast_dtype is not None):
-                episodes = run_episodes(model, env, {"indices": indices})
+                episodes = run_episodes(model, env, options)
                 loss = hybrid_loss(episodes, config.rl_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.total.backward()
@@ -353,6 +362,28 @@ def train(config: TrainConfig, command: list[str]) -> dict:
     print(f"{config.preset}: {format_result(test)}; best validation error {100 * best_val:.2f}%; "
           f"{results['wall_seconds'] / 60:.1f} min on {device}; run folder {run.dir}")
     return results
+
+
+def initialise_from(model: RecurrentAttentionModel, config: TrainConfig, path: Path, device: torch.device) -> None:
+    """Load a trained checkpoint's weights into ``model``: same task and architecture; how gradients flow, the
+    location noise and a learned first glimpse (absent from a checkpoint trained without one) may differ."""
+    payload = read_checkpoint(path, device)
+    def task(env_kwargs: dict) -> dict:  # where the first glimpse goes may differ too
+        return {k: v for k, v in env_kwargs.items() if k != "first_location"}
+
+    if task(payload["env_kwargs"]) != task(config.env_kwargs()):
+        raise SystemExit(f"--init-from {path}: trained on {payload['env_kwargs']}, this run is {config.env_kwargs()}")
+    free = {"loc_std", "reinforce_core", "learn_first_location"}
+    ours = {k: v for k, v in dataclasses.asdict(model.config).items() if k not in free}
+    theirs = {k: v for k, v in payload["model_config"].items() if k not in free}
+    if ours != theirs:
+        diff = {k: (theirs.get(k), v) for k, v in ours.items() if theirs.get(k) != v}
+        raise SystemExit(f"--init-from {path}: another architecture ({diff}, checkpoint vs this run)")
+    missing, unexpected = model.load_state_dict(payload["model"], strict=False)
+    optional = {"first_location_logit", "first_baseline"}
+    if unexpected or set(missing) - optional:
+        raise SystemExit(f"--init-from {path}: weights do not fit (missing {missing}, unexpected {unexpected})")
+    print(f"initialised from {path}" + (f" (new: {', '.join(missing)})" if missing else ""))
 
 
 def draw_figure(run_dir: Path, data_dir: str | None) -> None:

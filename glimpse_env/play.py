@@ -9,11 +9,18 @@ revealed and the score is kept: ``n`` for the next digit, ``q`` or Esc to quit.
 cursor marks where the agent will look next and the bars show its class probabilities after each glimpse. Space
 advances a step (``a`` or ``--autoplay`` plays by itself). The env arguments then come from the checkpoint.
 
+``--versus CHECKPOINT``: you against a trained RAM. You play as above; the agent plays the same canvas with the
+same glimpse budget (and the same first glimpse, unless it learned where to put its first one: then it uses its
+own). Once you have named the digit, the agent's path (in magenta, on the revealed canvas), its answer and its
+class probabilities are shown beside yours, and both scores are kept ("you 3/4 right (75%), agent 4/4 right
+(100%)") and printed on exit.
+
 Examples::
 
     python -m glimpse_env.play                                   # 28x28 MNIST, 6 glimpses of 8x8
     python -m glimpse_env.play --size 60 --scales 3 --glimpse-size 12 --n-glimpses 8 --clutter 4
     python -m glimpse_env.play --agent assets/checkpoints/mnist28-6g.pt --autoplay
+    python -m glimpse_env.play --versus assets/checkpoints/mnist28-6g.pt
 
 The event handling lives in :class:`PlayLoop` (``handle_event``, ``update``, ``draw``), so that tests can drive it
 with synthetic pygame events; :func:`main` is a thin loop around it.
@@ -24,7 +31,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +51,46 @@ DIGIT_KEYS.update({getattr(pygame, f"K_KP{digit}"): digit for digit in range(10)
 ARROW_KEYS = {pygame.K_LEFT: (-1, 0), pygame.K_RIGHT: (1, 0), pygame.K_UP: (0, -1), pygame.K_DOWN: (0, 1)}
 QUIT_KEYS = (pygame.K_q, pygame.K_ESCAPE)
 ADVANCE_KEYS = (pygame.K_SPACE, pygame.K_RETURN, pygame.K_KP_ENTER)
+
+
+def first_glimpse_options(agent: Any) -> dict[str, np.ndarray]:
+    """The single env's ``reset`` options that put the agent's first glimpse where it wants it, deterministically
+    (empty when the env chooses the first glimpse)."""
+    return {key: value[0].cpu().numpy() for key, value in agent.reset_options(1, deterministic=True).items()}
+
+
+def agent_step(agent: Any, observation: dict[str, np.ndarray], state: Any) -> tuple[dict[str, np.ndarray], Any]:
+    """The agent's deterministic action for one single-env observation (numpy in, numpy out), and its next state."""
+    batched = {key: torch.as_tensor(value)[None] for key, value in observation.items()}
+    action, state = agent.act(batched, state, deterministic=True)
+    return {key: value[0].cpu().numpy().astype(np.float32) for key, value in action.items()}, state
+
+
+def agent_episode(
+    env: gym.Env, agent: Any, seed: int | None = None, options: dict[str, Any] | None = None
+) -> Iterator[dict[str, np.ndarray] | None]:
+    """Play one deterministic episode of ``agent`` in the single env ``env``: reset it with ``seed`` and
+    ``options`` (plus the agent's first glimpse, if it chooses one), then step to the end. Yields after the reset
+    (None) and after every step (the action taken), so that the caller can look at the env in between."""
+    observation, _ = env.reset(seed=seed, options={**(options or {}), **first_glimpse_options(agent)})
+    yield None
+    state = agent.initial_state(1)
+    terminated = False
+    while not terminated:
+        action, state = agent_step(agent, observation, state)
+        observation, _, terminated, _, _ = env.step(action)
+        yield action
+
+
+@dataclass(frozen=True)
+class AgentEpisode:
+    """The agent's episode on a person's canvas (``--versus``): played unseen before the person's, revealed after."""
+
+    canvas: np.ndarray  # the canvas it played on: the person's
+    locations: np.ndarray  # n x 2, where it looked
+    probabilities: np.ndarray  # its final class probabilities
+    answer: int
+    label: int
 
 
 @dataclass
@@ -68,12 +115,19 @@ class PlayLoop:
     glimpse and names the digit), ``"watch"`` (the agent plays, a step per advance) and ``"reveal"`` (the episode
     is over; the canvas and the answer are shown). Keys and clicks that mean nothing in a phase are ignored.
 
+    With an ``opponent``, each new digit is first played by the opponent agent, unseen, then by the person on the
+    same canvas: both resets get the same per-episode seed (drawn from ``seed``), so that they draw the same digit,
+    translation, distractors and first glimpse, whatever the split. The reveal shows the opponent's path and answer
+    too, and :attr:`opponent_score` is kept beside :attr:`score`.
+
     Args:
         env: a ``GlimpseMNIST-v0`` env (``gym.make``; no render mode needed, the loop draws its own frames).
         agent: a :class:`agents.RecurrentAttentionModel` to watch, or None to play yourself.
         autoplay: the agent advances by itself, a step every ``step_seconds``.
         step_seconds: the autoplay pace (the revealed answer stays up for twice that).
-        seed: seeds the first ``reset`` (the digits shown and the first glimpse's location).
+        seed: seeds the first ``reset`` (the digits shown and the first glimpse's location); with an opponent, every
+            episode's seed.
+        opponent: a :class:`agents.RecurrentAttentionModel` that a person plays against (not with ``agent``).
     """
 
     def __init__(
@@ -83,16 +137,23 @@ class PlayLoop:
         autoplay: bool = False,
         step_seconds: float = 0.8,
         seed: int | None = None,
+        opponent: Any | None = None,
     ) -> None:
+        if agent is not None and opponent is not None:
+            raise ValueError("a PlayLoop either shows an agent playing (agent) or a person against one (opponent)")
         self.env = env
         self.agent = agent
+        self.opponent = opponent
         self.autoplay = autoplay
         self.step_seconds = step_seconds
         self.config = env.unwrapped.config
-        self.layout = frame_layout(self.config, note_lines=2)
+        self.layout = frame_layout(self.config, note_lines=2 if opponent is None else 3)
         self.score = Score()
+        self.opponent_score = Score()
+        self.opponent_episode: AgentEpisode | None = None
         self.running = True
         self._seed = seed
+        self._episode_seeds = np.random.default_rng(seed)  # with an opponent: one seed per episode, for both resets
         self._last_advance = -float("inf")
         self.new_episode()
 
@@ -101,11 +162,13 @@ class PlayLoop:
         """Reset the env on a new digit (dataset ``index`` of the split, default a random one): the first glimpse
         is given, the next is chosen."""
         options = {} if index is None else {"index": index}
+        seed, self._seed = self._seed, None
+        if self.opponent is not None:  # the opponent plays first, unseen; the same seed gives the person its canvas
+            seed = int(self._episode_seeds.integers(2**31))
+            self.opponent_episode = self._play_opponent(seed, options)
         if self.agent is not None:  # an agent that chooses its first glimpse too says where
-            first = self.agent.reset_options(1, deterministic=True)
-            options.update({key: value[0].cpu().numpy() for key, value in first.items()})
-        observation, _ = self.env.reset(seed=self._seed, options=options)
-        self._seed = None
+            options.update(first_glimpse_options(self.agent))
+        observation, _ = self.env.reset(seed=seed, options=options)
         self.glimpses = [observation["glimpse"]]  # every glimpse seen, in order (the hidden canvas shows them)
         self.cursor = observation["location"].copy()  # where the next glimpse goes
         self.answer: int | None = None
@@ -145,13 +208,22 @@ class PlayLoop:
         self.label = info["label"]
         self.score.played += 1
         self.score.right += int(self.answer == self.label)
+        if self.opponent_episode is not None:  # revealed now, so counted now (not for a digit left unanswered)
+            self.opponent_score.played += 1
+            self.opponent_score.right += int(self.opponent_episode.answer == self.opponent_episode.label)
         self.phase = "reveal"
+
+    def _play_opponent(self, seed: int, options: dict[str, Any]) -> AgentEpisode:
+        """The opponent's whole episode on the digit that ``seed`` and ``options`` give (the env is reset after)."""
+        *_, action = agent_episode(self.env, self.opponent, seed, options)  # the last action: the graded one
+        env = self.env.unwrapped
+        probabilities = softmax(action["prediction"])
+        return AgentEpisode(env.canvas.copy(), env.glimpse_locations.copy(), probabilities,
+                            int(np.argmax(probabilities)), env.outcome["label"])
 
     def _think(self, observation: dict[str, np.ndarray]) -> None:
         """Run the agent on the newest glimpse: its belief now, and where it will look next."""
-        batched = {key: torch.as_tensor(value)[None] for key, value in observation.items()}
-        action, self._agent_state = self.agent.act(batched, self._agent_state, deterministic=True)
-        self._pending = {key: value[0].cpu().numpy().astype(np.float32) for key, value in action.items()}
+        self._pending, self._agent_state = agent_step(self.agent, observation, self._agent_state)
         self.probabilities = softmax(self._pending["prediction"])
         self.answer = int(np.argmax(self._pending["prediction"]))
         self.cursor = np.clip(self._pending["location"], -1.0, 1.0)
@@ -212,6 +284,10 @@ class PlayLoop:
             self.advance()
 
     # ------------------------------------------------------------------ output
+    def score_text(self) -> str:
+        """The score so far: the person's or the agent's, or both against each other."""
+        return str(self.score) if self.opponent is None else f"you {self.score}, agent {self.opponent_score}"
+
     def prompt(self) -> str:
         """What to do now, and the score."""
         left = self.config.n_glimpses - len(self.glimpses)
@@ -226,12 +302,27 @@ class PlayLoop:
             verdict = "right!" if self.answer == self.label else "wrong."
             who = "you" if self.agent is None else "the agent"
             text = f"it was a {self.label}: {who} said {self.answer}, {verdict}   n: next digit"
-        return f"score {self.score}   |   {text}"
+        return f"score {self.score_text()}   |   {text}"
+
+    def opponent_note(self) -> str:
+        """The opponent's part of the window: what it did, once the person has answered."""
+        episode = self.opponent_episode
+        if self.phase != "reveal" or episode is None:
+            return "the agent has played this digit too: its path and answer show once you have named it"
+        verdict = "right" if episode.answer == episode.label else "wrong"
+        confidence = episode.probabilities[episode.answer]
+        return f"the agent (magenta path) said {episode.answer} ({confidence:.0%}): {verdict}"
+
+    def notes(self) -> tuple[str, ...]:
+        """The text lines under the status: the prompt, the opponent's note (if any), the keys."""
+        keys = AGENT_KEYS if self.agent is not None else HUMAN_KEYS
+        return (self.prompt(), keys) if self.opponent is None else (self.prompt(), self.opponent_note(), keys)
 
     def view(self) -> FrameView:
         """What the window shows now."""
         env = self.env.unwrapped
         revealed = self.phase == "reveal"
+        rival = self.opponent_episode if revealed and self.opponent is not None else None
         if revealed or self.agent is not None:
             canvas, unseen = env.canvas, None
         else:  # the canvas stays hidden: show only what the retina has delivered, where it delivered it
@@ -244,11 +335,13 @@ class PlayLoop:
             locations=self.locations,
             glimpse=self.glimpses[-1],
             unseen=unseen,
-            probabilities=self.probabilities,
+            probabilities=self.probabilities if rival is None else rival.probabilities,
             prediction=self.answer,
             label=self.label,
             next_location=self.cursor if self.phase in ("look", "watch") else None,
-            notes=(self.prompt(), AGENT_KEYS if self.agent is not None else HUMAN_KEYS),
+            notes=self.notes(),
+            other_locations=None if rival is None else rival.locations,
+            bars_caption="class probabilities" if rival is None else "the agent's class probabilities",
         )
 
     def draw(self) -> pygame.Surface:
@@ -271,7 +364,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", choices=("train", "validation", "test"), default="test", help="default test")
     parser.add_argument("--seed", type=int, default=None, help="seed of the first digit and glimpse")
     parser.add_argument("--data-dir", default=None, help="folder of the MNIST .gz files (default $GLIMPSE_MNIST_DIR)")
-    parser.add_argument("--agent", metavar="CHECKPOINT", default=None, help="watch this trained agent play")
+    who = parser.add_mutually_exclusive_group()
+    who.add_argument("--agent", metavar="CHECKPOINT", default=None, help="watch this trained agent play")
+    who.add_argument("--versus", metavar="CHECKPOINT", default=None, help="play against this trained agent")
     parser.add_argument("--autoplay", action="store_true", help="with --agent: advance by itself")
     parser.add_argument("--step-seconds", type=float, default=0.8, help="autoplay pace (default 0.8 s per step)")
     return parser.parse_args(argv)
@@ -284,16 +379,19 @@ def build_loop(args: argparse.Namespace, digits: DigitSet | None = None) -> Play
     """The env (and agent) the arguments ask for, in a :class:`PlayLoop`. ``digits`` replaces the split's."""
     given = {name: getattr(args, name) for name in ENV_ARGUMENTS if getattr(args, name) is not None}
     agent = None
-    if args.agent is not None:
+    checkpoint = args.agent or args.versus
+    if checkpoint is not None:
         from agents import load_agent
 
-        agent, env_kwargs, _ = load_agent(args.agent, "cpu")
+        agent, env_kwargs, _ = load_agent(checkpoint, "cpu")
         env_kwargs = {key: value for key, value in env_kwargs.items() if key not in ("split", "data_dir", "reward")}
         ignored = {name: value for name, value in given.items() if env_kwargs.get(name, value) != value}
         if ignored:
             print(f"note: the agent was trained with {env_kwargs}; ignoring {ignored}", file=sys.stderr)
         given = env_kwargs
     env = gym.make("GlimpseMNIST-v0", split=args.split, data_dir=args.data_dir, digits=digits, **given)
+    if args.versus is not None:
+        return PlayLoop(env, seed=args.seed, opponent=agent)
     return PlayLoop(env, agent, autoplay=args.autoplay, step_seconds=args.step_seconds, seed=args.seed)
 
 
@@ -307,7 +405,10 @@ def main(argv: Sequence[str] | None = None, digits: DigitSet | None = None) -> i
         return 2
     pygame.display.init()
     screen = pygame.display.set_mode(loop.layout.size)
-    title = "GlimpseMNIST: watch the agent" if loop.agent is not None else "GlimpseMNIST: name the digit"
+    if loop.opponent is not None:
+        title = "GlimpseMNIST: you against the agent"
+    else:
+        title = "GlimpseMNIST: watch the agent" if loop.agent is not None else "GlimpseMNIST: name the digit"
     pygame.display.set_caption(title)
     clock = pygame.time.Clock()
     try:
@@ -321,7 +422,7 @@ def main(argv: Sequence[str] | None = None, digits: DigitSet | None = None) -> i
     finally:
         loop.env.close()
         pygame.display.quit()
-    print(f"score: {loop.score}")
+    print(f"score: {loop.score_text()}")
     return 0
 
 

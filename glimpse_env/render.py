@@ -63,6 +63,7 @@ MARGIN_COLOUR: Colour = (48, 48, 58)  # the panel around the canvas: outside the
 CANVAS_EDGE: Colour = (120, 120, 135)
 UNSEEN_COLOUR: Colour = (62, 72, 98)  # hidden-canvas pixels no glimpse has covered yet
 PATH_COLOUR: Colour = (235, 235, 235)
+AGENT_PATH_COLOUR: Colour = (240, 80, 230)  # the agent's path beside a person's (play --versus): unlike any scale's
 CURSOR_COLOUR: Colour = (255, 255, 255)
 TEXT_COLOUR: Colour = (235, 235, 235)
 NOTE_COLOUR: Colour = (170, 170, 185)
@@ -307,12 +308,14 @@ def draw_scale_boxes(
 
 def draw_glimpse_path(
     surface: pygame.Surface, view: CanvasView, locations: np.ndarray,
-    boxes: Literal["current", "each", "none"] = "current",
+    boxes: Literal["current", "each", "none"] = "current", colour: Colour | None = None,
 ) -> None:
     """The glimpse locations joined in order and numbered from 1, with their boxes.
 
     ``boxes="current"``: every scale's box around the last location (the current glimpse); ``"each"``: the finest
-    scale's box around every location; ``"none"``: no boxes. Drawing stays inside the canvas margin.
+    scale's box around every location; ``"none"``: no boxes. ``colour``: None draws the path white with the last
+    location ringed in the finest scale's colour; a colour draws the whole path in it (another player's path).
+    Drawing stays inside the canvas margin.
     """
     locations = np.asarray(locations, dtype=np.float32).reshape(-1, 2)
     previous_clip = surface.get_clip()
@@ -324,12 +327,13 @@ def draw_glimpse_path(
             for location in locations:
                 draw_scale_boxes(surface, view, location, scales=[0])
         points = [view.point(location) for location in locations]
+        line = colour or PATH_COLOUR
         if len(points) > 1:
-            pygame.draw.lines(surface, PATH_COLOUR, False, points, 2)
+            pygame.draw.lines(surface, line, False, points, 2)
         for number, point in enumerate(points, start=1):
-            last = number == len(points)
+            last = number == len(points) and colour is None
             pygame.draw.circle(surface, BACKGROUND, point, 9)
-            pygame.draw.circle(surface, scale_colour(0) if last else PATH_COLOUR, point, 9, 2)
+            pygame.draw.circle(surface, scale_colour(0) if last else line, point, 9, 2)
             draw_text(surface, str(number), (point[0], point[1] + 1), 16, TEXT_COLOUR, bold=True, anchor="center")
     surface.set_clip(previous_clip)
 
@@ -400,7 +404,8 @@ class FrameView:
     as not seen (the play window hides the canvas); ``locations``: ``n x 2``, the glimpses so far, the last being
     ``glimpse`` (``k x g x g``); ``probabilities``: class probabilities to draw as bars; ``prediction``: the named
     class; ``label``: the true class, once the episode is over; ``next_location``: a cursor; ``notes``: text lines
-    under the status.
+    under the status; ``other_locations``: another player's glimpse path on the same canvas (the agent's, beside a
+    person's), drawn in AGENT_PATH_COLOUR; ``bars_caption``: what the probability bars are captioned.
     """
 
     config: GlimpseConfig
@@ -413,6 +418,8 @@ class FrameView:
     label: int | None = None
     next_location: np.ndarray | None = None
     notes: tuple[str, ...] = ()
+    other_locations: np.ndarray | None = None
+    bars_caption: str = "class probabilities"
 
 
 def draw_status(surface: pygame.Surface, rect: pygame.Rect, view: FrameView) -> None:
@@ -439,7 +446,7 @@ def draw_status(surface: pygame.Surface, rect: pygame.Rect, view: FrameView) -> 
     if view.probabilities is not None:
         bars_width = NUM_CLASSES * (BAR_WIDTH + BAR_GAP) - BAR_GAP
         left = rect.right - bars_width
-        draw_text(surface, "class probabilities", (left, rect.y), 18, NOTE_COLOUR)
+        draw_text(surface, view.bars_caption, (left, rect.y), 18, NOTE_COLOUR)
         draw_probability_bars(surface, (left, rect.y + STATUS_HEIGHT - 4), view.probabilities, view.label)
     for line, note in enumerate(view.notes):
         draw_text(surface, note, (rect.x, rect.y + STATUS_HEIGHT + line * NOTE_HEIGHT), 20, NOTE_COLOUR)
@@ -455,6 +462,8 @@ def draw_frame(view: FrameView, layout: FrameLayout | None = None) -> pygame.Sur
     draw_text(surface, caption, (layout.canvas_panel.x, PAD + 3), 18, NOTE_COLOUR)
     draw_canvas(surface, layout.canvas, view.canvas, view.unseen)
     draw_glimpse_path(surface, layout.canvas, view.locations, boxes="current")
+    if view.other_locations is not None:
+        draw_glimpse_path(surface, layout.canvas, view.other_locations, boxes="none", colour=AGENT_PATH_COLOUR)
     if view.next_location is not None:
         draw_cursor(surface, layout.canvas, view.next_location)
     draw_glimpse_scales(surface, layout.glimpse_rects, view.glimpse, layout.glimpse_zoom, config)

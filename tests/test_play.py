@@ -10,12 +10,14 @@ import numpy as np
 import pygame
 import pytest
 import torch
+from PIL import Image
 
 import glimpse_env  # noqa: F401  (registers GlimpseMNIST-v0)
-from agents import RAMConfig, RecurrentAttentionModel, save_agent
+from agents import RAMConfig, RecurrentAttentionModel, evaluate, load_agent, save_agent
+from glimpse_env.canvas import evaluation_layouts
 from glimpse_env.play import PlayLoop, build_loop, main, parse_args
-from glimpse_env.render import UNSEEN_COLOUR, surface_to_array
-from glimpse_env.retina import location_to_pixel
+from glimpse_env.render import AGENT_PATH_COLOUR, UNSEEN_COLOUR, surface_to_array
+from glimpse_env.retina import glimpse_boxes, location_to_pixel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
 import visualize  # noqa: E402
@@ -131,11 +133,17 @@ def test_the_canvas_stays_hidden_until_the_reveal(tiny_digits, events):
     assert tuple(revealed[corner]) == (0, 0, 0)  # MNIST corners are black
 
 
-def make_checkpoint(path: Path, **env_kwargs) -> Path:
+def make_checkpoint(path: Path, learned_first: tuple[float, float] | None = None, **env_kwargs) -> Path:
+    """A small untrained agent for the task ``env_kwargs``; with ``learned_first``, one that learned to put its
+    first glimpse there."""
     torch.manual_seed(0)
     config = RAMConfig(scales=env_kwargs["scales"], glimpse_size=env_kwargs["glimpse_size"], what_hidden=16,
-                       where_hidden=16, glimpse_out=32, core_size=32)
-    save_agent(path, RecurrentAttentionModel(config), env_kwargs)
+                       where_hidden=16, glimpse_out=32, core_size=32, learn_first_location=learned_first is not None)
+    model = RecurrentAttentionModel(config)
+    if learned_first is not None:
+        with torch.no_grad():
+            model.first_location_logit.copy_(torch.atanh(torch.tensor(learned_first)))
+    save_agent(path, model, env_kwargs)
     return path
 
 
@@ -187,8 +195,6 @@ def test_visualize_draws_the_figures(tiny_digits, tmp_path):
     checkpoint = make_checkpoint(tmp_path / "agent.pt", **task)
     written = visualize.main([str(checkpoint), "--out", str(tmp_path / "out"), "--rows", "2", "--play-window"],
                              digits=tiny_digits)
-    from PIL import Image
-
     grid = Image.open(written["glimpses"])
     assert grid.size[0] > grid.size[1] > 200
     gif = Image.open(written["episode"])
@@ -197,3 +203,139 @@ def test_visualize_draws_the_figures(tiny_digits, tmp_path):
         build_loop(parse_args(["--n-glimpses", "3", "--size", "60", "--scales", "2", "--glimpse-size", "12"]),
                    digits=tiny_digits).layout.size
     )
+
+
+def test_heatmap_census_of_where_the_agent_looks(tiny_digits, tmp_path):
+    task = dict(size=60, scales=2, glimpse_size=12, n_glimpses=3, clutter=0, first_location="center")
+    loaded = load_agent(make_checkpoint(tmp_path / "agent.pt", **task))
+    census = visualize.glimpse_census(loaded.model, loaded.env_kwargs, 300, digits=tiny_digits, slots=128)
+    assert census.locations.shape == (300, 3, 2) and census.on_digit.shape == (300, 3)  # 3 batches, one padded
+    offsets = evaluation_layouts(300, 60, 0, torch.device("cpu")).digit_offset.numpy()
+    np.testing.assert_array_equal(census.digit_centres, offsets + 14)  # the fixed test canvases' digits
+    np.testing.assert_allclose(census.locations[:, 0], 0.0)  # the env's first glimpse: the centre
+
+    # "on the digit", checked on the canvas itself: without clutter its nonzero pixels are the digit's ink
+    env = gym.make("GlimpseMNIST-v0", split="test", digits=tiny_digits, **task)
+    for index in range(0, 300, 7):
+        env.reset(options={"index": index})
+        ys, xs = np.nonzero(env.unwrapped.canvas)
+        ink = np.zeros((60, 60), bool)
+        ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] = True
+        boxes = glimpse_boxes(torch.as_tensor(census.locations[index]), 60, 60, 12, 2)[:, 0].clamp(0, 60)
+        for step, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
+            assert census.on_digit[index, step] == ink[y0:y1, x0:x1].any(), (index, step)
+    assert 0.0 < census.on_digit_by_chance < 1.0
+    vector = gym.make_vec("GlimpseMNIST-v0", num_envs=100, split="test", digits=tiny_digits, **task)
+    assert census.error == evaluate(loaded.model, vector, 300)["error"]
+
+    figure = visualize.draw_heatmap(census)
+    densities = [axes.images[0].get_array() for axes in figure.axes if axes.images]
+    assert len(densities) == 2 * task["n_glimpses"]  # a row per glimpse: on the canvas, relative to the digit
+    for density in densities:  # every glimpse lands in its panel: each panel's cells sum to one
+        assert float(density.sum()) == pytest.approx(1.0)
+    np.testing.assert_allclose(figure.axes[0].get_lines()[0].get_ydata(), 100 * census.on_digit.mean(0))
+
+    written = visualize.main([str(tmp_path / "agent.pt"), "--heatmap", "--num-images", "40", "--out",
+                              str(tmp_path / "out")], digits=tiny_digits)
+    assert set(written) == {"heatmap"} and written["heatmap"].name == "agent-heatmap.png"
+    width, height = Image.open(written["heatmap"]).size
+    assert height > 1.5 * width > 1200  # a tall figure: a row of panels per glimpse
+    with pytest.raises(SystemExit):
+        visualize.parse_args([str(tmp_path / "agent.pt"), "--heatmap", "--video"])
+
+
+def test_video_of_the_gif_episode(tiny_digits, tmp_path):
+    pytest.importorskip("moviepy")
+    from moviepy.video.io.VideoFileClip import VideoFileClip
+
+    checkpoint = make_checkpoint(tmp_path / "agent.pt", **TASK)
+    written = visualize.main([str(checkpoint), "--out", str(tmp_path), "--rows", "1", "--video"], digits=tiny_digits)
+    assert written["video"].name == "agent-episode.mp4"
+    gif = Image.open(written["episode"])
+    frames = []
+    for number in range(gif.n_frames):
+        gif.seek(number)
+        frames.append(np.asarray(gif.convert("RGB"), dtype=np.float64))
+    clip = VideoFileClip(str(written["video"]))
+    try:
+        assert tuple(clip.size) == gif.size
+        starts = np.cumsum([0, *visualize.frame_durations(len(frames))]) / 1000  # the GIF's pace, in seconds
+        assert clip.duration == pytest.approx(starts[-1], abs=0.15)
+        for number in range(len(frames)):
+            shown = clip.get_frame(starts[number] + 0.3).astype(np.float64)
+            differences = [np.abs(shown - frame).mean() for frame in frames]
+            assert np.argmin(differences) == number and differences[number] < 6  # that frame, at that time
+    finally:
+        clip.close()
+
+
+def has_colour(frame: np.ndarray, colour) -> bool:
+    return bool((frame == np.asarray(colour, np.uint8)).all(-1).any())
+
+
+def test_a_person_against_the_agent_on_the_same_canvases(tiny_digits, events, tmp_path):
+    task = dict(size=60, scales=2, glimpse_size=12, n_glimpses=3, clutter=2)
+    checkpoint = make_checkpoint(tmp_path / "agent.pt", **task)
+    # The training split draws a fresh canvas (translation, distractors) and first glimpse every episode.
+    loop = build_loop(parse_args(["--versus", str(checkpoint), "--seed", "3", "--split", "train"]), digits=tiny_digits)
+    assert loop.agent is None and loop.opponent is not None
+    canvases, agent_right = [], 0
+    for answer_right in (True, False):
+        rival = loop.opponent_episode
+        assert loop.phase == "look" and len(loop.glimpses) == 1
+        np.testing.assert_array_equal(rival.canvas, loop.env.unwrapped.canvas)  # the same canvas
+        np.testing.assert_array_equal(rival.locations[0], loop.locations[0])  # and the same first glimpse
+        assert len(rival.locations) == task["n_glimpses"] and rival.probabilities.sum() == pytest.approx(1.0)
+        hidden = surface_to_array(loop.draw())
+        assert has_colour(hidden, UNSEEN_COLOUR) and not has_colour(hidden, AGENT_PATH_COLOUR)  # nothing given away
+        canvases.append(rival.canvas)
+
+        events(loop, click(loop, (0.3, -0.2)), click(loop, (-0.4, 0.1)))
+        assert loop.phase == "answer"
+        label = rival.label
+        events(loop, key(pygame.K_0 + (label if answer_right else (label + 1) % 10)))
+        assert loop.phase == "reveal" and loop.label == label
+        revealed = surface_to_array(loop.draw())
+        assert has_colour(revealed, AGENT_PATH_COLOUR) and not has_colour(revealed, UNSEEN_COLOUR)
+        view = loop.view()
+        np.testing.assert_array_equal(view.other_locations, rival.locations)
+        np.testing.assert_array_equal(view.probabilities, rival.probabilities)
+        assert view.prediction == loop.answer  # the status grades the person; the bars are the agent's
+        assert f"said {rival.answer}" in loop.opponent_note()
+        agent_right += int(rival.answer == label)
+        assert (loop.opponent_score.right, loop.opponent_score.played) == (agent_right, len(canvases))
+        events(loop, key(pygame.K_n))
+
+    assert (loop.score.right, loop.score.played) == (1, 2)
+    assert f"you 1/2 right (50%), agent {agent_right}/2 right" in loop.prompt()
+    assert not np.array_equal(canvases[0], canvases[1])  # fresh canvases, each shared by both players
+    events(loop, click(loop, (0.0, 0.0)), key(pygame.K_q))  # an unanswered digit does not count for the agent
+    assert loop.opponent_score.played == 2 and not loop.running
+
+
+def test_an_agent_that_learned_its_first_glimpse_takes_it_there(tiny_digits, tmp_path):
+    checkpoint = make_checkpoint(tmp_path / "agent.pt", learned_first=(0.5, -0.25), size=28, scales=1,
+                                 glimpse_size=8, n_glimpses=2, first_location="center")
+    loop = build_loop(parse_args(["--versus", str(checkpoint), "--seed", "0"]), digits=tiny_digits)
+    np.testing.assert_allclose(loop.opponent_episode.locations[0], (0.5, -0.25), atol=1e-6)  # its own
+    np.testing.assert_allclose(loop.locations[0], (0.0, 0.0))  # the person's: the env's (the centre here)
+    np.testing.assert_array_equal(loop.opponent_episode.canvas, loop.env.unwrapped.canvas)
+
+
+def test_main_prints_both_scores_on_exit(tiny_digits, events, tmp_path, capsys):
+    checkpoint = make_checkpoint(tmp_path / "agent.pt", **TASK)
+    argv = ["--versus", str(checkpoint), "--seed", "5"]
+    rival = build_loop(parse_args(argv), digits=tiny_digits).opponent_episode  # the digit main will show first
+    agent_right = int(rival.answer == rival.label)
+    for _ in range(TASK["n_glimpses"] - 1):  # look where the cursor is, then name the digit right, then quit
+        pygame.event.post(key(pygame.K_SPACE))
+    pygame.event.post(key(pygame.K_0 + rival.label))
+    pygame.event.post(pygame.event.Event(pygame.QUIT))
+    assert main(argv, digits=tiny_digits) == 0
+    assert f"score: you 1/1 right (100%), agent {agent_right}/1 right" in capsys.readouterr().out
+
+
+def test_agent_and_versus_exclude_each_other(tmp_path):
+    checkpoint = str(make_checkpoint(tmp_path / "agent.pt", **TASK))
+    with pytest.raises(SystemExit):
+        parse_args(["--agent", checkpoint, "--versus", checkpoint])

@@ -1,9 +1,13 @@
-"""The task's configuration: one frozen dataclass, validated once, shared by the single and the vector env."""
+"""The task's configuration: one frozen dataclass, validated once, shared by the single and the vector env; and
+the checks of the other arguments, each one helper."""
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass
 from numbers import Integral
+
+import torch
 
 SPLITS = ("train", "validation", "test")
 REWARDS = ("sparse", "dense")
@@ -12,14 +16,40 @@ MNIST_SIDE = 28
 NUM_CLASSES = 10
 
 
-def _check_int(name: str, value: object, minimum: int, allowed: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer {allowed}, got {value!r}")
+def _check_int(name: str, value: object, minimum: int, allowed: str, maximum: int | None = None) -> int:
+    """``value`` as a Python int, or a ``ValueError`` naming ``name``: booleans and integral floats are refused."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, Integral)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        raise ValueError(f"{name} must be an integer {allowed}, got {reprlib.repr(value)}")
+    return int(value)
 
 
-def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+def _check_choice(name: str, value: object, choices: tuple[str | None, ...]) -> None:
+    # Only str (or None, where allowed): ``in`` on an array or another object could compare element-wise or raise.
+    if not (value is None or isinstance(value, str)) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {reprlib.repr(value)}")
+
+
+def resolve_device(device: torch.device | str) -> torch.device:
+    """``"auto"`` picks CUDA when present; asking for an absent CUDA is a clear error, not a crash later."""
+    if isinstance(device, str) and device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    allowed = f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {reprlib.repr(device)}"
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise ValueError(allowed) from error
+    if device.type not in ("cpu", "cuda"):  # meta, mps...: tensors there would fail later, deep inside an op
+        raise ValueError(allowed)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for, but torch sees no CUDA GPU; use device='cpu' or 'auto'")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device={str(device)!r} was asked for, but torch sees {torch.cuda.device_count()} CUDA GPUs")
+    return device
 
 
 @dataclass(frozen=True)
@@ -47,20 +77,28 @@ class GlimpseConfig:
     first_location: str = "random"
 
     def __post_init__(self) -> None:
-        _check_int("size", self.size, MNIST_SIDE, f">= {MNIST_SIDE} (the MNIST digit must fit on the canvas)")
-        _check_int("scales", self.scales, 1, ">= 1")
-        _check_int("glimpse_size", self.glimpse_size, 1, f">= 1 and <= size ({self.size})")
-        if self.glimpse_size > self.size:
-            raise ValueError(f"glimpse_size must be an integer >= 1 and <= size ({self.size}), got {self.glimpse_size}")
-        largest = self.glimpse_size * 2 ** (self.scales - 1)
-        if largest > 2 * self.size:
+        def integer(name: str, minimum: int, allowed: str) -> int:
+            value = _check_int(name, getattr(self, name), minimum, allowed)
+            object.__setattr__(self, name, value)  # numpy integers are stored as ints (JSON, torch take them)
+            return value
+
+        size = integer("size", MNIST_SIDE, f">= {MNIST_SIDE} (the MNIST digit must fit on the canvas)")
+        scales = integer("scales", 1, ">= 1")
+        glimpse_size = integer("glimpse_size", 1, f">= 1 and <= size ({size})")
+        if glimpse_size > size:
+            raise ValueError(f"glimpse_size must be an integer >= 1 and <= size ({size}), got {glimpse_size}")
+        # The power is capped so that a huge scales fails at once instead of computing 2**(scales - 1).
+        cap = (2 * size).bit_length()
+        largest = glimpse_size * 2 ** min(scales - 1, cap)
+        if largest > 2 * size:
+            shown = largest if scales - 1 <= cap else f"more than {largest}"
             raise ValueError(
-                f"scales={self.scales} with glimpse_size={self.glimpse_size} gives a largest scale of {largest} "
-                f"pixels, more than twice the canvas (size={self.size}), which would see the whole canvas with room "
-                f"to spare from anywhere; allowed: glimpse_size * 2**(scales - 1) <= {2 * self.size}"
+                f"scales={scales} with glimpse_size={glimpse_size} gives a largest scale of {shown} "
+                f"pixels, more than twice the canvas (size={size}), which would see the whole canvas with room "
+                f"to spare from anywhere; allowed: glimpse_size * 2**(scales - 1) <= {2 * size}"
             )
-        _check_int("n_glimpses", self.n_glimpses, 1, ">= 1")
-        _check_int("clutter", self.clutter, 0, ">= 0")
+        integer("n_glimpses", 1, ">= 1")
+        integer("clutter", 0, ">= 0")
         _check_choice("split", self.split, SPLITS)
         _check_choice("reward", self.reward, REWARDS)
         _check_choice("first_location", self.first_location, FIRST_LOCATIONS)

@@ -22,7 +22,7 @@ from torchvision.datasets import MNIST
 from torchvision.datasets.mnist import read_image_file, read_label_file
 from torchvision.datasets.utils import calculate_md5
 
-from glimpse_env.config import SPLITS
+from glimpse_env.config import NUM_CLASSES, SPLITS, _check_choice, resolve_device
 
 ENV_VAR = "GLIMPSE_MNIST_DIR"
 CACHE_ENV_VAR = "GLIMPSE_MNIST_CACHE"
@@ -38,12 +38,21 @@ class DigitSet:
     labels: torch.Tensor
 
     def __post_init__(self) -> None:
+        for name in ("images", "labels"):
+            if not isinstance(getattr(self, name), torch.Tensor):
+                raise ValueError(f"{name} must be a torch.Tensor, got {type(getattr(self, name)).__name__}")
         if self.images.dtype != torch.uint8 or self.images.dim() != 3 or self.images.shape[1:] != (28, 28):
             raise ValueError(f"images must be uint8 N x 28 x 28, got {self.images.dtype} {tuple(self.images.shape)}")
         if self.labels.shape != (self.images.shape[0],):
             raise ValueError(f"labels must have shape ({self.images.shape[0]},), got {tuple(self.labels.shape)}")
         if len(self) == 0:
             raise ValueError("a DigitSet needs at least one digit")
+        # A label outside the classes would fail deep inside a reward's gather, or grade every answer wrong.
+        if self.labels.is_floating_point() or self.labels.dtype == torch.bool or self.labels.is_complex():
+            raise ValueError(f"labels must be integers, got {self.labels.dtype}")
+        if int(self.labels.min()) < 0 or int(self.labels.max()) >= NUM_CLASSES:
+            low, high = int(self.labels.min()), int(self.labels.max())
+            raise ValueError(f"labels must lie in [0, {NUM_CLASSES - 1}], got values from {low} to {high}")
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -71,8 +80,19 @@ def _find_raw_folder(folder: Path) -> Path:
     )
 
 
+def check_data_dir(data_dir: object) -> None:
+    """A ``ValueError`` naming ``data_dir`` unless it is None, a ``str`` or an ``os.PathLike`` (not yet whether
+    the folder exists: that is for :func:`resolve_raw_folder`, when it is read)."""
+    if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
+        raise ValueError(
+            f"data_dir must be None or a folder path (str or os.PathLike) holding {', '.join(MNIST_MD5)}; "
+            f"got {type(data_dir).__name__} {data_dir!r}"
+        )
+
+
 def resolve_raw_folder(data_dir: str | os.PathLike | None = None) -> Path:
     """The folder of ``.gz`` files to read: ``data_dir``, else ``$GLIMPSE_MNIST_DIR``, else a download."""
+    check_data_dir(data_dir)
     if data_dir is not None:
         return _find_raw_folder(Path(data_dir).expanduser())
     if os.environ.get(ENV_VAR):
@@ -160,6 +180,6 @@ def load_digits(
 
     One copy per (source, split, device) is shared by every env of the process.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(map(repr, SPLITS))}; got {split!r}")
-    return _split_on_device(resolve_raw_folder(data_dir).resolve(), split, str(torch.device(device)))
+    _check_choice("split", split, SPLITS)
+    device = str(resolve_device(device))  # checked before any folder is looked at, let alone a download started
+    return _split_on_device(resolve_raw_folder(data_dir).resolve(), split, device)

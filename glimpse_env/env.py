@@ -9,9 +9,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from glimpse_env.config import NUM_CLASSES
+from glimpse_env.config import NUM_CLASSES, _check_choice, _check_int
 from glimpse_env.data import DigitSet
-from glimpse_env.vector_env import GlimpseMNISTVectorEnv
+from glimpse_env.vector_env import MAX_SEED, GlimpseMNISTVectorEnv, check_action, check_numbers, check_reset_options
+
+RESET_OPTIONS = {"index", "location"}
 
 
 class GlimpseMNISTEnv(gym.Env):
@@ -31,8 +33,10 @@ class GlimpseMNISTEnv(gym.Env):
 
     ## Action space
     ``Dict(location=Box(-1, 1, (2,), float32), prediction=Box(-inf, inf, (10,), float32))``: where to take the next
-    glimpse, and the current class scores (logits). A location outside ``[-1, 1]`` is clipped to it; NaN or inf
-    anywhere, or a wrong shape, raises ``ValueError``.
+    glimpse, and the current class scores (logits). A location outside ``[-1, 1]`` is clipped to it. Each entry may
+    be a numpy array of any integer or floating dtype, a list, or a torch tensor (one that requires grad is read
+    detached); NaN or inf, a wrong shape, booleans, complex numbers, strings or other objects, missing or extra keys
+    raise ``ValueError`` naming the entry; nothing is coerced.
 
     ## Episode
     ``reset`` returns the first glimpse, at a uniform random location (``first_location="random"``) or at the centre
@@ -57,7 +61,8 @@ class GlimpseMNISTEnv(gym.Env):
     ``"center"``), ``data_dir=None`` (a folder of the four MNIST ``.gz`` files; default ``$GLIMPSE_MNIST_DIR``, else a
     download), ``render_mode=None`` (or ``"rgb_array"``, ``"human"``). Invalid values raise ``ValueError`` naming the
     parameter. ``reset(options={"index": i})`` presents dataset index ``i`` of the split; ``reset(options={"location":
-    (x, y)})`` takes the first glimpse there instead of at ``first_location``.
+    (x, y)})`` takes the first glimpse there instead of at ``first_location``. A bad seed (an integer in
+    ``[0, 2**64 - 1]`` or None) or bad options raise ``ValueError`` before anything changes: the env is as it was.
 
     ## Variants (the paper's benchmarks)
     >>> gym.make("GlimpseMNIST-v0", size=28, scales=1, glimpse_size=8, n_glimpses=6)              # 28x28 MNIST
@@ -85,8 +90,7 @@ class GlimpseMNISTEnv(gym.Env):
         render_mode: str | None = None,
         digits: DigitSet | None = None,
     ) -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be None, 'rgb_array' or 'human'; got {render_mode!r}")
+        _check_choice("render_mode", render_mode, (None, *self.metadata["render_modes"]))
         self._batch = GlimpseMNISTVectorEnv(
             1, "cpu", size, scales, glimpse_size, n_glimpses, clutter, split, reward, first_location, data_dir, digits
         )
@@ -102,51 +106,35 @@ class GlimpseMNISTEnv(gym.Env):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        # Everything is checked before the seed is used: a refused reset leaves the env as it was.
+        options = check_reset_options(options, RESET_OPTIONS)
+        batch_options = {}
+        if "index" in options:
+            count = len(self._batch.digits)
+            allowed = f"in [0, {count - 1}] (the {self.config.split} split)"
+            index = _check_int("options['index']", options["index"], 0, allowed, count - 1)
+            batch_options["indices"] = torch.tensor([index])
+        if "location" in options:
+            batch_options["location"] = check_numbers(options["location"], "options['location']", (2,), "cpu")[None]
+        if seed is not None:
+            seed = _check_int("seed", seed, 0, f"in [0, {MAX_SEED}] or None", MAX_SEED)
         super().reset(seed=seed)
         if seed is None and not self._torch_seeded:
             seed = int(self.np_random.integers(2**62))  # Gymnasium drew a random seed; the batch follows it
         self._torch_seeded = True
-        batch_options = {}
-        if options:
-            unknown = set(options) - {"index", "location"}
-            if unknown:
-                raise ValueError(f"reset options may only contain 'index' and 'location'; got {sorted(unknown)}")
-            if "index" in options:
-                batch_options["indices"] = torch.tensor([self._check_index(options["index"])])
-            if "location" in options:
-                location = np.asarray(options["location"], dtype=np.float32)
-                if location.shape != (2,):
-                    raise ValueError(f"options['location'] must have shape (2,), got {location.shape}")
-                batch_options["location"] = torch.from_numpy(location)[None]
         observation, _ = self._batch.reset(seed=seed, options=batch_options)
         self._prediction, self._outcome = None, None
         self._render_if_human()
         return self._to_numpy(observation), {}
-
-    def _check_index(self, index: Any) -> int:
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
-            raise ValueError(f"options['index'] must be an integer, got {index!r}")
-        count = len(self._batch.digits)
-        if not 0 <= index < count:
-            raise ValueError(
-                f"options['index'] must lie in [0, {count - 1}] (the {self.config.split} split), got {index}"
-            )
-        return int(index)
 
     def step(self, action: dict[str, Any]) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         if self._batch.elapsed_glimpses == 0:
             raise RuntimeError("step() was called before reset(); call reset() first")
         if self._batch.episode_over:
             raise RuntimeError("the episode has ended (terminated=True); call reset() before stepping again")
-        if not isinstance(action, dict) or set(action) != {"location", "prediction"}:
-            keys = sorted(action) if isinstance(action, dict) else type(action).__name__
-            raise ValueError(f"action must be a dict with keys 'location' and 'prediction', got {keys}")
-        batched = {}
-        for name, width in (("location", 2), ("prediction", NUM_CLASSES)):
-            value = np.asarray(action[name], dtype=np.float32)
-            if value.shape != (width,):
-                raise ValueError(f"action['{name}'] must have shape ({width},), got {value.shape}")
-            batched[name] = torch.from_numpy(value)[None]
+        checked = check_action(action, "action", {"location": (2,), "prediction": (NUM_CLASSES,)}, "cpu")
+        # Copies, so that the class scores kept for rendering are not the caller's tensor.
+        batched = {name: value[None].clone() for name, value in checked.items()}
         observation, reward, terminated, truncated, batch_info = self._batch.step(batched)
         self._prediction = batched["prediction"][0].numpy()
         info = {}

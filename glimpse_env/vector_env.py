@@ -6,6 +6,7 @@ This is the one implementation of the task. :class:`glimpse_env.env.GlimpseMNIST
 from __future__ import annotations
 
 import os
+import reprlib
 from typing import Any
 
 import numpy as np
@@ -16,11 +17,12 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from glimpse_env.canvas import Layout, canvas_integrals, compose, evaluation_layouts, random_layout
-from glimpse_env.config import NUM_CLASSES, GlimpseConfig
-from glimpse_env.data import DigitSet, load_digits
+from glimpse_env.config import NUM_CLASSES, GlimpseConfig, _check_int, resolve_device
+from glimpse_env.data import DigitSet, check_data_dir, load_digits
 from glimpse_env.retina import glimpse_from_integral
 
 RESET_OPTIONS = {"indices", "location", "slots_per_canvas"}
+MAX_SEED = 2**64 - 1  # what torch.Generator.manual_seed takes
 
 
 def observation_space(config: GlimpseConfig) -> spaces.Dict:
@@ -42,17 +44,70 @@ def action_space(config: GlimpseConfig) -> spaces.Dict:
     )
 
 
-def resolve_device(device: torch.device | str) -> torch.device:
-    """``"auto"`` picks CUDA when present; asking for an absent CUDA is a clear error, not a crash later."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}") from error
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was asked for, but torch sees no CUDA GPU; use device='cpu' or 'auto'")
-    return device
+def check_reset_options(options: Any, allowed: set[str]) -> dict[str, Any]:
+    """``options`` as a dict (None: empty), or a ``ValueError`` naming ``options`` and the keys it may hold."""
+    keys = ", ".join(map(repr, sorted(allowed)))
+    if options is None:
+        return {}
+    if not isinstance(options, dict):  # a string would otherwise be read as a set of one-letter keys
+        raise ValueError(f"reset options must be None or a dict with keys among {keys}; got {reprlib.repr(options)}")
+    unknown = sorted(map(repr, set(options) - allowed))  # repr: keys of mixed types do not sort
+    if unknown:
+        raise ValueError(f"reset options may only contain {keys}; got {', '.join(unknown)}")
+    return options
+
+
+def check_numbers(
+    value: Any, name: str, shape: tuple[int, ...], device: torch.device | str, integer: bool = False
+) -> torch.Tensor:
+    """``value`` as a tensor of ``shape`` on ``device``: float32 and finite, or with ``integer``, int64.
+
+    ``value`` may be a tensor (on any device; one that requires grad is detached, since the env only reads it), a
+    numpy array or nested lists of numbers. Booleans, complex numbers, strings and other objects raise a
+    ``ValueError`` naming ``name``; they are never coerced (``True`` is no coordinate, and a cast would drop an
+    imaginary part).
+    """
+    allowed = f"{'integers' if integer else 'real numbers'} (not booleans, complex numbers or strings) of shape {shape}"
+    if isinstance(value, torch.Tensor):
+        array = value.detach()
+        refused = array.dtype == torch.bool or array.is_complex() or (integer and array.is_floating_point())
+        got = f"a {array.dtype} tensor"
+    else:
+        try:
+            array = np.asarray(value)
+        except (ValueError, TypeError, RuntimeError) as error:  # ragged lists; tensors that require grad in a list
+            raise ValueError(f"{name} must be {allowed}; got {reprlib.repr(value)} ({error})") from None
+        # A list's booleans hide in a numeric array ([True, 0.5] is float64), so a list's elements are looked at.
+        holds_bool = not isinstance(value, np.ndarray) and any(
+            isinstance(element, (bool, np.bool_)) for element in np.asarray(value, dtype=object).flat
+        )
+        refused = array.dtype.kind not in ("iu" if integer else "iuf") or holds_bool
+        got = f"a {array.dtype} array" if isinstance(value, np.ndarray) else reprlib.repr(value)
+    if refused:
+        raise ValueError(f"{name} must be {allowed}, got {got}")
+    if tuple(array.shape) != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {tuple(array.shape)}")
+    if isinstance(array, np.ndarray):
+        with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, refused below
+            array = torch.from_numpy(array.astype(np.int64 if integer else np.float32))  # also float16, longdouble
+    tensor = array.to(device, torch.int64 if integer else torch.float32)
+    if not integer and not bool(torch.isfinite(tensor).all()):
+        raise ValueError(f"{name} must be finite; it holds NaN or inf (or values beyond float32's range)")
+    return tensor
+
+
+def check_action(
+    action: Any, name: str, shapes: dict[str, tuple[int, ...]], device: torch.device | str
+) -> dict[str, torch.Tensor]:
+    """``action``, a dict with exactly the keys of ``shapes``, as checked tensors (see :func:`check_numbers`)."""
+    if not isinstance(action, dict) or set(action) != set(shapes):
+        keys = " and ".join(map(repr, shapes))
+        if isinstance(action, dict):  # repr: keys of mixed types do not sort
+            got = f"keys {', '.join(sorted(map(repr, action)))}" if action else "an empty dict"
+        else:
+            got = f"a {type(action).__name__}"
+        raise ValueError(f"{name} must be a dict with keys {keys}, got {got}")
+    return {key: check_numbers(action[key], f"{name}['{key}']", shape, device) for key, shape in shapes.items()}
 
 
 class GlimpseMNISTVectorEnv(VectorEnv):
@@ -62,8 +117,9 @@ class GlimpseMNISTVectorEnv(VectorEnv):
 
     * observations are ``{"glimpse": (N, k, g, g), "location": (N, 2)}`` float32 tensors on ``device``; rewards
       (float32), terminations and truncations (bool) are ``(N,)`` tensors there too. Actions may be tensors (on
-      ``device``, fastest) or arrays: ``{"location": (N, 2), "prediction": (N, 10)}``. For numpy in and out, wrap
-      it: ``gymnasium.wrappers.vector.ArrayConversion(envs, env_xp=torch, target_xp=numpy)``.
+      ``device``, fastest; one that requires grad is read detached) or arrays: ``{"location": (N, 2), "prediction":
+      (N, 10)}``, refused as the single env's are (see :func:`check_numbers`). For numpy in and out, wrap it:
+      ``gymnasium.wrappers.vector.ArrayConversion(envs, env_xp=torch, target_xp=numpy)``.
     * all episodes have the same length, so the batch starts and ends together: ``info["label"]`` (an ``(N,)``
       int64 tensor, with the mask ``info["_label"]``) comes with the terminating step. The step after it resets
       the batch (``AutoresetMode.NEXT_STEP``) with random dataset indices; call ``reset`` to choose them.
@@ -97,8 +153,10 @@ class GlimpseMNISTVectorEnv(VectorEnv):
         digits: DigitSet | None = None,
         render_mode: str | None = None,
     ) -> None:
-        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
-            raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+        num_envs = _check_int("num_envs", num_envs, 1, ">= 1")
+        check_data_dir(data_dir)  # even beside digits=: a wrong type is a mistake either way
+        if digits is not None and not isinstance(digits, DigitSet):
+            raise ValueError(f"digits must be None or a glimpse_env.DigitSet, got {type(digits).__name__}")
         if render_mode is not None:
             raise ValueError(
                 f"render_mode must be None for the vector env (got {render_mode!r}); render a single "
@@ -133,21 +191,19 @@ class GlimpseMNISTVectorEnv(VectorEnv):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        if seed is not None:
-            self._np_random, self._np_random_seed = seeding.np_random(seed)
-            self._generator.manual_seed(int(seed))
-        options = options or {}
-        if not isinstance(options, dict):
-            raise ValueError(f"reset options must be a dict, got {type(options).__name__}")
-        unknown = set(options) - RESET_OPTIONS
-        if unknown:
-            raise ValueError(f"reset options may only contain {sorted(RESET_OPTIONS)}; got {sorted(unknown)}")
+        # Everything is checked before the seed is used: a refused reset leaves the env as it was.
+        options = check_reset_options(options, RESET_OPTIONS)
         group = self._check_slots_per_canvas(options.get("slots_per_canvas", 1))
-        if "indices" in options:
-            indices = self._check_indices(options["indices"], group)
-        else:
+        indices = self._check_indices(options["indices"], group) if "indices" in options else None
+        chosen = None
+        if "location" in options:
+            chosen = check_numbers(options["location"], "options['location']", (self.num_envs, 2), self.device)
+        if seed is not None:
+            seed = _check_int("seed", seed, 0, f"in [0, {MAX_SEED}] or None", MAX_SEED)
+            self._np_random, self._np_random_seed = seeding.np_random(seed)
+            self._generator.manual_seed(seed)
+        if indices is None:
             indices = self._random_indices(self.num_envs // group).repeat_interleave(group)
-        chosen = self._check_finite(options["location"], "options['location']", 2) if "location" in options else None
         config, device = self.config, self.device
 
         canvas_indices = indices[::group]  # one per canvas
@@ -178,23 +234,14 @@ class GlimpseMNISTVectorEnv(VectorEnv):
         return torch.randint(0, len(self.digits), (count,), generator=self._generator, device=self.device)
 
     def _check_slots_per_canvas(self, group: Any) -> int:
-        if isinstance(group, bool) or not isinstance(group, int) or group < 1 or self.num_envs % group:
-            raise ValueError(
-                f"options['slots_per_canvas'] must be an integer >= 1 that divides num_envs ({self.num_envs}), "
-                f"got {group!r}"
-            )
+        name, allowed = "options['slots_per_canvas']", f">= 1 that divides num_envs ({self.num_envs})"
+        group = _check_int(name, group, 1, allowed, self.num_envs)
+        if self.num_envs % group:
+            raise ValueError(f"{name} must be an integer {allowed}, got {group}")
         return group
 
     def _check_indices(self, indices: Any, group: int = 1) -> torch.Tensor:
-        try:
-            indices = torch.as_tensor(indices, device=self.device)
-        except (TypeError, ValueError, RuntimeError) as error:
-            raise ValueError(f"options['indices'] must be integers of shape ({self.num_envs},); {error}") from error
-        if indices.shape != (self.num_envs,) or indices.dtype.is_floating_point or indices.dtype == torch.bool:
-            raise ValueError(
-                f"options['indices'] must be integers of shape ({self.num_envs},), got {indices.dtype} "
-                f"{tuple(indices.shape)}"
-            )
+        indices = check_numbers(indices, "options['indices']", (self.num_envs,), self.device, integer=True)
         if len(indices) and (indices.min() < 0 or indices.max() >= len(self.digits)):
             raise ValueError(
                 f"options['indices'] must lie in [0, {len(self.digits) - 1}] (the {self.config.split} split), "
@@ -205,7 +252,7 @@ class GlimpseMNISTVectorEnv(VectorEnv):
                 f"options['indices'] must repeat each index over runs of slots_per_canvas={group} slots, since those "
                 "slots show one canvas"
             )
-        return indices.long()
+        return indices
 
     # ------------------------------------------------------------------ step
     def step(
@@ -247,20 +294,9 @@ class GlimpseMNISTVectorEnv(VectorEnv):
         return self._last_observation
 
     def _check_actions(self, actions: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        if not isinstance(actions, dict) or set(actions) != {"location", "prediction"}:
-            keys = sorted(actions) if isinstance(actions, dict) else type(actions).__name__
-            raise ValueError(f"actions must be a dict with keys 'location' and 'prediction', got {keys}")
-        location = self._check_finite(actions["location"], "actions['location']", 2)
-        return location, self._check_finite(actions["prediction"], "actions['prediction']", NUM_CLASSES)
-
-    def _check_finite(self, value: Any, name: str, width: int) -> torch.Tensor:
-        value = torch.as_tensor(value, device=self.device)
-        if value.shape != (self.num_envs, width):
-            raise ValueError(f"{name} must have shape ({self.num_envs}, {width}), got {tuple(value.shape)}")
-        value = value.to(torch.float32)
-        if not bool(torch.isfinite(value).all()):
-            raise ValueError(f"{name} must be finite; it holds NaN or inf")
-        return value
+        shapes = {"location": (self.num_envs, 2), "prediction": (self.num_envs, NUM_CLASSES)}
+        checked = check_action(actions, "actions", shapes, self.device)
+        return checked["location"], checked["prediction"]
 
     @property
     def canvases(self) -> torch.Tensor | None:

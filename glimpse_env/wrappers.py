@@ -9,6 +9,7 @@ import numpy as np
 from gymnasium import spaces
 
 from glimpse_env.config import NUM_CLASSES
+from glimpse_env.vector_env import check_numbers
 
 
 class FlattenAction(gym.ActionWrapper):
@@ -21,13 +22,12 @@ class FlattenAction(gym.ActionWrapper):
 
     def __init__(self, env: gym.Env, score_bound: float = 1.0) -> None:
         super().__init__(env)
-        if not score_bound > 0:
-            raise ValueError(f"score_bound must be > 0, got {score_bound!r}")
+        bound = check_numbers([score_bound], "score_bound", (1,), "cpu")  # a real number: no bool, str, NaN, inf
+        if not bound.item() > 0:
+            raise ValueError(f"score_bound must be a real number > 0, got {score_bound!r}")
         low = np.concatenate([[-1.0, -1.0], np.full(NUM_CLASSES, -score_bound)]).astype(np.float32)
         self.action_space = spaces.Box(low, -low, dtype=np.float32)
 
     def action(self, action: Any) -> dict[str, np.ndarray]:
-        flat = np.asarray(action, dtype=np.float32)
-        if flat.shape != (2 + NUM_CLASSES,):
-            raise ValueError(f"action must have shape ({2 + NUM_CLASSES},), got {flat.shape}")
+        flat = check_numbers(action, "action", (2 + NUM_CLASSES,), "cpu").numpy()
         return {"location": flat[:2], "prediction": flat[2:]}

@@ -40,3 +40,26 @@ def mnist_dir() -> Path:
     if not value or not _has_mnist(Path(value).expanduser()):
         pytest.skip(MISSING_MNIST)
     return Path(value).expanduser()
+
+
+# --- the bad-input battery (tests/test_bad_inputs.py) counts the distinct cases it tried and reports them
+class BatteryCases(set):
+    """Descriptions of the cases tried; a short repr, since hypothesis prints its arguments with a failure."""
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} battery cases>"
+
+
+BATTERY_CASES = pytest.StashKey[BatteryCases]()
+
+
+@pytest.fixture(scope="session")
+def battery_cases(request: pytest.FixtureRequest) -> BatteryCases:
+    """A set that the battery's tests add a description of each case to; its size is printed after the run."""
+    return request.config.stash.setdefault(BATTERY_CASES, BatteryCases())
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    cases = config.stash.get(BATTERY_CASES, None)
+    if cases:
+        terminalreporter.write_line(f"bad-input battery: {len(cases)} distinct cases tried")

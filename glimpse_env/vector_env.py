@@ -306,6 +306,13 @@ class GlimpseMNISTVectorEnv(VectorEnv):
         return self._canvases
 
     @property
+    def digit_offsets(self) -> torch.Tensor | None:
+        """Where the current episodes' digits sit: the canvas pixel ``(x, y)`` of each digit's top-left corner
+        (``N x 2`` int64 on ``device``; the digit covers ``x .. x + 27``, ``y .. y + 27``); None before reset. A copy:
+        changing it changes nothing in the env."""
+        return None if self._layout is None else self._layout.digit_offset.clone()
+
+    @property
     def elapsed_glimpses(self) -> int:
         """Glimpses taken so far in the current episode (0 before the first reset)."""
         return self._elapsed or 0

@@ -193,8 +193,8 @@ def test_main_opens_the_window_and_quits(tiny_digits, events, capsys):
 def test_visualize_draws_the_figures(tiny_digits, tmp_path):
     task = dict(size=60, scales=2, glimpse_size=12, n_glimpses=3, clutter=2)
     checkpoint = make_checkpoint(tmp_path / "agent.pt", **task)
-    written = visualize.main([str(checkpoint), "--out", str(tmp_path / "out"), "--rows", "2", "--play-window"],
-                             digits=tiny_digits)
+    written = visualize.main([str(checkpoint), "--out", str(tmp_path / "out"), "--rows", "2", "--play-window",
+                              "--versus-window"], digits=tiny_digits)
     grid = Image.open(written["glimpses"])
     assert grid.size[0] > grid.size[1] > 200
     gif = Image.open(written["episode"])
@@ -203,6 +203,13 @@ def test_visualize_draws_the_figures(tiny_digits, tmp_path):
         build_loop(parse_args(["--n-glimpses", "3", "--size", "60", "--scales", "2", "--glimpse-size", "12"]),
                    digits=tiny_digits).layout.size
     )
+    # The --versus window after the person answered: its size, the canvas revealed and the agent's path on it
+    assert written["versus_window"].name == "agent-versus-window.png"
+    versus = np.asarray(Image.open(written["versus_window"]).convert("RGB"))
+    size = build_loop(parse_args(["--versus", str(checkpoint)]), digits=tiny_digits).layout.size
+    assert (versus.shape[1], versus.shape[0]) == size
+    assert len(np.unique(versus.reshape(-1, 3), axis=0)) > 20  # a picture, not a blank
+    assert has_colour(versus, AGENT_PATH_COLOUR) and not has_colour(versus, UNSEEN_COLOUR)
 
 
 def test_heatmap_census_of_where_the_agent_looks(tiny_digits, tmp_path):
@@ -242,6 +249,27 @@ def test_heatmap_census_of_where_the_agent_looks(tiny_digits, tmp_path):
     assert height > 1.5 * width > 1200  # a tall figure: a row of panels per glimpse
     with pytest.raises(SystemExit):
         visualize.parse_args([str(tmp_path / "agent.pt"), "--heatmap", "--video"])
+
+
+def test_heatmap_on_the_validation_split(tiny_digits, tmp_path):
+    task = dict(size=60, scales=2, glimpse_size=12, n_glimpses=3, clutter=2)
+    checkpoint = make_checkpoint(tmp_path / "agent.pt", **task)
+    loaded = load_agent(checkpoint)
+    census = visualize.glimpse_census(loaded.model, loaded.env_kwargs, 50, split="validation", digits=tiny_digits)
+    assert census.split == "validation" and census.locations.shape == (50, 3, 2)
+    offsets = evaluation_layouts(300, 60, 2, torch.device("cpu")).digit_offset[:50].numpy()
+    np.testing.assert_array_equal(census.digit_centres, offsets + 14)  # an evaluation split: fixed canvases
+    vector = gym.make_vec("GlimpseMNIST-v0", num_envs=50, split="validation", digits=tiny_digits, **task)
+    assert census.error == evaluate(loaded.model, vector, 50)["error"]
+    assert "50 validation digits" in visualize.draw_heatmap(census).get_suptitle()
+    drawn = visualize.glimpse_census(loaded.model, loaded.env_kwargs, 50, split="train", digits=tiny_digits)
+    assert not np.array_equal(drawn.digit_centres, census.digit_centres)  # the split reaches the env: fresh canvases
+
+    written = visualize.main([str(checkpoint), "--heatmap", "--num-images", "20", "--split", "validation", "--out",
+                              str(tmp_path)], digits=tiny_digits)
+    assert Image.open(written["heatmap"]).size[1] > 1200
+    with pytest.raises(SystemExit):
+        visualize.parse_args([str(checkpoint), "--heatmap", "--versus-window"])
 
 
 def test_video_of_the_gif_episode(tiny_digits, tmp_path):

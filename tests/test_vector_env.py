@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from glimpse_env import ENV_ID
+from glimpse_env.canvas import evaluation_layouts
 from glimpse_env.data import DigitSet
 from glimpse_env.env import GlimpseMNISTEnv
 from glimpse_env.retina import retina
@@ -191,6 +192,27 @@ def test_slots_per_canvas_without_indices_and_refusals(make, clutter: int) -> No
             env.reset(options={"slots_per_canvas": bad})
     with pytest.raises(ValueError, match="slots_per_canvas=2"):
         env.reset(options={"indices": torch.tensor([1, 1, 2, 3, 4, 4]), "slots_per_canvas": 2})
+
+
+@pytest.mark.parametrize(("split", "clutter"), [("train", 0), ("train", 4), ("test", 0), ("test", 4)])
+def test_digit_offsets_say_where_each_digit_sits(make, tiny_digits: DigitSet, split: str, clutter: int) -> None:
+    env = make(6, size=60, clutter=clutter, split=split)
+    assert env.digit_offsets is None  # before the first reset
+    indices = torch.tensor([3, 3, 8, 8, 250, 250])
+    env.reset(seed=2, options={"indices": indices, "slots_per_canvas": 2})
+    offsets = env.digit_offsets
+    assert offsets.dtype == torch.int64 and offsets.shape == (6, 2) and offsets.device == env.device
+    assert torch.equal(offsets[0::2], offsets[1::2])  # the slots of one canvas share its digit
+    assert bool((offsets >= 0).all() and (offsets <= 60 - 28).all())
+    if split == "test":  # the fixed evaluation canvases
+        assert torch.equal(offsets, evaluation_layouts(len(tiny_digits), 60, clutter, env.device).digit_offset[indices])
+    for canvas, (x, y), index in zip(env.canvases, offsets.tolist(), indices, strict=True):
+        digit, placed = tiny_digits.images[index], canvas[y : y + 28, x : x + 28]
+        assert bool((placed >= digit).all())  # distractors add to the digit, clipped to 255
+        if clutter == 0:  # the canvas is the digit there, and black elsewhere
+            assert torch.equal(placed, digit) and int(canvas.sum()) == int(digit.sum())
+    offsets[:] = -1  # a copy: changing it changes nothing in the env
+    assert bool((env.digit_offsets >= 0).all())
 
 
 # --- rewards

@@ -1,6 +1,7 @@
 """Figures of a trained RAM agent at work, for the README: where it looks, and what it sees there.
 
-    python train/visualize.py assets/checkpoints/mnist28-6g.pt --out assets --rows 6 --seed 0 --play-window
+    python train/visualize.py assets/checkpoints/mnist28-6g.pt --out assets --rows 6 --seed 0 --play-window \
+        --versus-window --video
 
 writes, into ``--out`` (named after the checkpoint unless ``--name``):
 
@@ -11,6 +12,9 @@ writes, into ``--out`` (named after the checkpoint unless ``--name``):
 * ``NAME-episode.gif``: one episode, frame by frame, as ``render_mode="rgb_array"`` draws it;
 * with ``--play-window``, ``NAME-play-window.png``: the human-play window (``python -m glimpse_env.play``) after
   a person took the agent's glimpses on the first digit and is about to name it;
+* with ``--versus-window``, ``NAME-versus-window.png``: the window of ``python -m glimpse_env.play --versus``
+  right after a scripted person (it looks at fixed spots and names the label) played the grid's digits against the
+  agent: the last digit's canvas revealed with both paths, both answers and both running scores;
 * with ``--video``, ``NAME-episode.mp4``: the GIF's episode as a video, the same frames at the same pace (needs
   moviepy: ``pip install -e ".[video]"``).
 
@@ -19,6 +23,9 @@ writes, into ``--out`` (named after the checkpoint unless ``--name``):
 
     python train/visualize.py assets/checkpoints/cluttered60-8g.pt --heatmap --out assets
 
+``--split`` chooses the digits of every figure: the test split (the default) for pictures of shipped models, the
+validation split for anything that informs a choice during research (``--heatmap --split validation``).
+
 The agent plays deterministically (it looks at the mean of its location policy). All drawing is
 :mod:`glimpse_env.render`'s.
 """
@@ -26,6 +33,7 @@ The agent plays deterministically (it looks at the mean of its location policy).
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,6 +76,10 @@ FIGURE_MARGIN = 10  # dark margin around each canvas: boxes may reach past its e
 FRAME_MS, LAST_FRAME_MS = 900, 2500  # GIF (and video) pace
 VIDEO_FPS = 10  # the video repeats each frame to hold it as long as the GIF does
 HEATMAP_SLOTS = 1000  # episodes played at once for the heatmap
+# Where the scripted person of --versus-window looks after the given first glimpse, in turn: the centre, then
+# halfway to each corner, then halfway to each edge.
+VERSUS_SPOTS = ((0.0, 0.0), (-0.5, -0.5), (0.5, -0.5), (0.5, 0.5), (-0.5, 0.5), (0.0, -0.5), (0.5, 0.0), (0.0, 0.5),
+                (-0.5, 0.0))
 
 
 @dataclass(frozen=True)
@@ -225,6 +237,26 @@ def draw_play_window(
     return surface
 
 
+def draw_versus_window(
+    model: RecurrentAttentionModel, env_kwargs: dict[str, Any], indices: Sequence[int], seed: int = 0,
+    split: str = "test", digits: DigitSet | None = None, data_dir: str | None = None,
+) -> pygame.Surface:
+    """The ``--versus`` window (``python -m glimpse_env.play --versus``) right after a scripted person answered
+    the last of ``indices``: digit after digit, the agent played, then the person took the given first glimpse,
+    looked at :data:`VERSUS_SPOTS` in turn and named the label. It shows the revealed canvas with both paths, both
+    answers, the agent's class probabilities and both running scores."""
+    env = gym.make("GlimpseMNIST-v0", split=split, digits=digits, data_dir=data_dir, **env_arguments(env_kwargs))
+    loop = PlayLoop(env, seed=seed, opponent=model)
+    for index in indices:
+        loop.new_episode(int(index))
+        for spot in itertools.islice(itertools.cycle(VERSUS_SPOTS), loop.config.n_glimpses - 1):
+            loop.look_at(np.asarray(spot, dtype=np.float32))
+        loop.name_digit(loop.opponent_episode.label)
+    surface = loop.draw()
+    env.close()
+    return surface
+
+
 @dataclass(frozen=True)
 class GlimpseCensus:
     """Where the agent looked in deterministic episodes on many digits: what the heatmap shows."""
@@ -293,9 +325,7 @@ def glimpse_census(
         padded = torch.cat([indices, indices[:1].expand(slots - count)])  # the last batch padded, the padding dropped
         episodes = run_episodes(model, env, {"indices": padded}, deterministic=True)
         where = episodes.locations.transpose(0, 1)[:count].float()  # count x T x 2
-        # The (x, y) of each digit's top-left pixel on its canvas. Private: the vector env has no accessor for its
-        # layout yet.
-        offset = batch._layout.digit_offset[:count].cpu()
+        offset = batch.digit_offsets[:count].cpu()  # the (x, y) of each digit's top-left pixel on its canvas
         ink = ink_boxes(batch.digits.images[indices].cpu()) + offset.repeat(1, 2)
         on_digit.append(boxes_overlap(finest_boxes(where), ink[:, None]))
         uniform = torch.rand(count, 2, generator=chance_generator) * 2.0 - 1.0
@@ -393,9 +423,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--name", default=None, help="file name prefix (default: the checkpoint's name)")
     parser.add_argument("--rows", type=int, default=6, help="digits in the grid (default 6)")
     parser.add_argument("--seed", type=int, default=0, help="chooses the digits and the first glimpses")
-    parser.add_argument("--split", choices=("train", "validation", "test"), default="test")
+    parser.add_argument("--split", choices=("train", "validation", "test"), default="test",
+                        help="the digits shown (default test, for pictures of shipped models; make choices during "
+                             "research on validation)")
     parser.add_argument("--data-dir", default=None, help="folder of the MNIST .gz files (default $GLIMPSE_MNIST_DIR)")
     parser.add_argument("--play-window", action="store_true", help="also draw the human-play window")
+    parser.add_argument("--versus-window", action="store_true",
+                        help="also draw the --versus window after a scripted person answered")
     parser.add_argument("--video", action="store_true", help="also write the GIF's episode as an MP4 (needs moviepy)")
     parser.add_argument("--heatmap", action="store_true",
                         help="draw instead where the agent looks over many digits (NAME-heatmap.png)")
@@ -404,8 +438,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.rows < 1:
         parser.error("--rows must be >= 1")
-    if args.heatmap and (args.play_window or args.video):
-        parser.error("--play-window and --video belong to the per-digit figures, not to --heatmap")
+    if args.heatmap and (args.play_window or args.versus_window or args.video):
+        parser.error("--play-window, --versus-window and --video belong to the per-digit figures, not to --heatmap")
     if args.num_images is not None and not args.heatmap:
         parser.error("--num-images goes with --heatmap")
     return args
@@ -439,6 +473,10 @@ def main(argv: Sequence[str] | None = None, digits: DigitSet | None = None) -> d
         written["play_window"] = out / f"{name}-play-window.png"
         window = draw_play_window(loaded.env_kwargs, int(episodes.indices[0]), episodes.locations[0], args.seed, **data)
         Image.fromarray(surface_to_array(window)).save(written["play_window"])
+    if args.versus_window:
+        written["versus_window"] = out / f"{name}-versus-window.png"
+        window = draw_versus_window(loaded.model, loaded.env_kwargs, episodes.indices, args.seed, **data)
+        Image.fromarray(surface_to_array(window)).save(written["versus_window"])
     for kind, path in written.items():
         print(f"{kind}: {path}")
     return written

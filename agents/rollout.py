@@ -99,6 +99,8 @@ def evaluate(
     played at a time. ``locations`` replaces the learned policy by a non-learning baseline (see
     :func:`run_episodes`).
     """
+    if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
+        raise ValueError(f"num_images must be an integer >= 1, got {num_images!r}")
     was_training = model.training
     model.eval()
     device = env.device
@@ -106,10 +108,15 @@ def evaluate(
     wrong, mc_wrong = 0, 0
 
     def play(indices: torch.Tensor, deterministic: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        # Pad the last batch by repeating its first index; the padding's results are dropped.
-        padded = torch.cat([indices, indices[:1].expand(slots - len(indices))])
-        episodes = run_episodes(model, env, {"indices": padded}, deterministic, generator, locations)
-        return episodes.logits[: len(indices)].float(), episodes.labels[: len(indices)]
+        # One batch of env.num_envs episodes at a time (K paths of an image may outnumber the slots); the last
+        # batch is padded by repeating its first index and the padding's results are dropped.
+        logits, labels = [], []
+        for chunk in indices.split(slots):
+            padded = torch.cat([chunk, chunk[:1].expand(slots - len(chunk))])
+            episodes = run_episodes(model, env, {"indices": padded}, deterministic, generator, locations)
+            logits.append(episodes.logits[: len(chunk)].float())
+            labels.append(episodes.labels[: len(chunk)])
+        return torch.cat(logits), torch.cat(labels)
 
     for start in range(0, num_images, slots):
         indices = torch.arange(start, min(start + slots, num_images), device=device)

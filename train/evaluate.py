@@ -40,15 +40,23 @@ def evaluate_checkpoint(
     ``locations="random"`` or ``"center"`` evaluates the non-learning baselines: the trained glimpse network,
     core and classifier, looking at random locations or only at the centre (the first glimpse included).
     """
+    if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
+        raise ValueError(f"slots must be an integer >= 1, got {slots!r}")
+    if split not in SPLIT_SIZES:
+        raise ValueError(f"split must be one of {list(SPLIT_SIZES)}, got {split!r}")
+    available = SPLIT_SIZES[split]
+    num_images = num_images or available
+    if isinstance(num_images, bool) or not isinstance(num_images, int) or not 1 <= num_images <= available:
+        raise ValueError(f"num_images must be an integer in [1, {available}] (the {split} split), got {num_images!r}")
     device = resolve_device(device)
     loaded = load_agent(checkpoint, device)
     env_kwargs = dict(loaded.env_kwargs)
     if locations == "center":
         env_kwargs["first_location"] = "center"
+    slots = min(slots, num_images)  # no more episodes at once than images: a quick check on a few stays quick
     env = gym.make_vec("GlimpseMNIST-v0", num_envs=slots, device=device, split=split, data_dir=data_dir, **env_kwargs)
     env.reset(seed=seed)
     generator = torch.Generator(device=device).manual_seed(seed)
-    num_images = num_images or len(env.unwrapped.digits)
     started = time.perf_counter()
     result = evaluate(loaded.model, env, num_images, mc_samples, generator, locations)
     result.update(split=split, num_images=num_images, mc_samples=mc_samples, seed=seed, locations=locations,
@@ -75,6 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mc", type=int, default=10, help="K sampled location paths per image; 0 skips it")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--slots", type=int, default=5000, help="episodes played at once")
+    parser.add_argument("--num-images", type=int, default=None,
+                        help="evaluate only the split's first N images (default: all); for quick checks")
     parser.add_argument("--seed", type=int, default=0, help="seed of first locations and sampled paths")
     parser.add_argument("--data-dir", default=None, help="MNIST folder (default: $GLIMPSE_MNIST_DIR or download)")
     parser.add_argument("--locations", default="policy", choices=["policy", "random", "center"],
@@ -85,6 +95,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.mc < 0:
         parser.error("--mc must be >= 0")
+    if args.slots < 1:
+        parser.error("--slots must be >= 1")
+    if args.num_images is not None and not 1 <= args.num_images <= SPLIT_SIZES[args.split]:
+        parser.error(f"--num-images must be in [1, {SPLIT_SIZES[args.split]}] for --split {args.split}")
     for checkpoint in args.checkpoints:
         if not Path(checkpoint).is_file():
             parser.error(f"checkpoint {checkpoint} does not exist")
@@ -95,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         print("|---|---|---|---|---|")
     for checkpoint in args.checkpoints:
         result = evaluate_checkpoint(checkpoint, args.split, args.mc, args.device, args.slots, args.seed,
-                                     args.data_dir, locations=args.locations)
+                                     args.data_dir, args.num_images, args.locations)
         if args.markdown:
             loaded = load_agent(checkpoint)
             env = ", ".join(f"{k}={v}" for k, v in loaded.env_kwargs.items() if k != "first_location")

@@ -3,11 +3,16 @@
     python benchmarks/train_speed.py                 # CPU (and CUDA when present)
     python benchmarks/train_speed.py --device cuda
 
-For each preset (28x28 / 6 glimpses of 8x8, and 60x60 / 4 glimpses of 12x12 x 3 scales; 128 images x M=10 slots)
-it times full training steps (rollout through the batched env, hybrid loss, backward, Adam) in float32 and in
-bf16 autocast, and splits one step's time into env (retina and reset), model forward, backward and optimizer.
-The comparator, run in the same process: the same step with the retina computed image by image in a Python loop
-(crop, pad, average-pool), the way per-sample retinas of public RAM implementations work.
+For each preset (28x28 / 6 glimpses of 8x8; 60x60 / 4 glimpses of 12x12 x 3 scales; cluttered 60x60 and 100x100 /
+8 glimpses; 128 images x M=10 slots, the M paths of an image over one canvas as the trainer does) it times full
+training steps (rollout through the batched env, hybrid loss, backward, Adam) in float32 and, where bf16 is fast
+(CUDA, CPUs with AMX) or asked for, in bf16 autocast, and splits one step's time into env (retina and reset), model
+forward, backward and optimizer. Comparators, run in the same process:
+
+* the same step with the retina computed image by image in a Python loop (crop, pad, average-pool), the way
+  per-sample retinas of public RAM implementations work (``--loop-steps``, CPU);
+* on the cluttered presets, the same step with a canvas of its own for every slot (the trainer's
+  ``--no-shared-canvas``, its default before shared canvases): 10x the canvases to compose and sum per step.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from glimpse_env.vector_env import resolve_device
 PRESETS = {
     "28x28, 6 glimpses, 8x8": dict(size=28, scales=1, glimpse_size=8, n_glimpses=6),
     "60x60, 4 glimpses, 12x12 x3": dict(size=60, scales=3, glimpse_size=12, n_glimpses=4),
+    "cluttered 60x60, 8 glimpses, 12x12 x3": dict(size=60, scales=3, glimpse_size=12, n_glimpses=8, clutter=4),
+    "cluttered 100x100, 8 glimpses, 12x12 x4": dict(size=100, scales=4, glimpse_size=12, n_glimpses=8, clutter=8),
 }
 EPOCH_EPISODES = 55_000 * 10  # one epoch: every training image in M=10 slots
 
@@ -70,14 +77,25 @@ class LoopRetinaEnv:
         return {"glimpse": torch.stack(patches), "location": observation["location"]}
 
 
-def time_steps(model, env, optimizer, autocast_dtype, device, steps: int, batch: int, mc: int) -> float:
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def time_steps(model, env, optimizer, autocast_dtype, device, steps: int, batch: int, mc: int, shared: int) -> float:
     """Seconds per training step, averaged over ``steps`` after two warm-up steps."""
     generator = torch.Generator().manual_seed(0)
 
     def one_step() -> None:
         indices = torch.randint(0, 55_000, (batch,), generator=generator).repeat_interleave(mc).to(device)
+        options = {"indices": indices, "slots_per_canvas": shared}
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            loss = hybrid_loss(run_episodes(model, env, {"indices": indices}))
+            loss = hybrid_loss(run_episodes(model, env, options))
         optimizer.zero_grad(set_to_none=True)
         loss.total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -93,9 +111,11 @@ def time_steps(model, env, optimizer, autocast_dtype, device, steps: int, batch:
     return (time.perf_counter() - start) / steps
 
 
-def breakdown(model, env, optimizer, autocast_dtype, device, batch: int, mc: int, repeats: int = 5) -> dict:
+def breakdown(model, env, optimizer, autocast_dtype, device, batch: int, mc: int, shared: int,
+              repeats: int = 5) -> dict:
     """Milliseconds of one step spent in the env alone, the model's forward, backward and the optimizer."""
     indices = torch.randint(0, 55_000, (batch,)).repeat_interleave(mc).to(device)
+    options = {"indices": indices, "slots_per_canvas": shared}
     zeros = {"location": torch.zeros(env.num_envs, 2, device=device),
              "prediction": torch.zeros(env.num_envs, 10, device=device)}
     n = env.unwrapped.config.n_glimpses
@@ -103,13 +123,13 @@ def breakdown(model, env, optimizer, autocast_dtype, device, batch: int, mc: int
     for _ in range(repeats):
         synchronize(device)
         t0 = time.perf_counter()
-        env.reset(options={"indices": indices})
+        env.reset(options=options)
         for _ in range(n):
             env.step(zeros)
         synchronize(device)
         t1 = time.perf_counter()
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            loss = hybrid_loss(run_episodes(model, env, {"indices": indices}))
+            loss = hybrid_loss(run_episodes(model, env, options))
         synchronize(device)
         t2 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
@@ -126,43 +146,81 @@ def breakdown(model, env, optimizer, autocast_dtype, device, batch: int, mc: int
     return {key: 1000 * value / repeats for key, value in times.items()}
 
 
+def has_fast_bf16(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return "amx_bf16" in open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+
+
+def fresh_model(config: RAMConfig, device: torch.device) -> tuple[RecurrentAttentionModel, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    model = RecurrentAttentionModel(config).to(device)
+    return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="all", help="cpu, cuda, or all (CPU, and CUDA when present)")
-    parser.add_argument("--steps", type=int, default=10, help="timed training steps per configuration")
+    parser.add_argument("--steps", type=int, default=10, help="timed training steps per configuration and round")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="the configurations of a preset are timed in turn this many times; each keeps its best "
+                             "round, so other load on the machine biases no one of them")
     parser.add_argument("--batch-size", type=int, default=128, help="images per step")
     parser.add_argument("--mc-samples", type=int, default=10, help="M: slots per image")
     parser.add_argument("--loop-steps", type=int, default=2, help="timed steps of the per-sample-loop comparator")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "both"), default="auto",
+                        help="auto: fp32, and bf16 too where it is fast (CUDA, CPUs with AMX)")
+    parser.add_argument("--presets", default="all", help="comma-separated substrings of preset names (default all)")
     args = parser.parse_args()
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if args.device == "all" else [args.device]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    slots = args.batch_size * args.mc_samples
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU: {cpu_model()}"
+          + (f", GPU: {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
+    slots, mc = args.batch_size * args.mc_samples, args.mc_samples
+    chosen = [name for name in PRESETS if args.presets == "all" or any(
+        part.strip() in name for part in args.presets.split(","))]
+    dtypes = {"fp32": None, "bf16": torch.bfloat16}
     for device_name in devices:
         device = resolve_device(device_name)
-        for preset, kwargs in PRESETS.items():
+        precisions = {"fp32": ["fp32"], "bf16": ["bf16"], "both": ["fp32", "bf16"],
+                      "auto": ["fp32", "bf16"] if has_fast_bf16(device) else ["fp32"]}[args.precision]
+        for preset in chosen:
+            kwargs = PRESETS[preset]
             env = gym.make_vec("GlimpseMNIST-v0", num_envs=slots, device=device, **kwargs)
             env.reset(seed=0)
-            config = RAMConfig.from_spaces(env.single_observation_space, env.single_action_space)
-            results = {}
-            for label, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
-                torch.manual_seed(0)
-                model = RecurrentAttentionModel(config).to(device)
-                optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-                seconds = time_steps(model, env, optimizer, dtype, device, args.steps, args.batch_size,
-                                     args.mc_samples)
-                results[label] = seconds
-                parts = breakdown(model, env, optimizer, dtype, device, args.batch_size, args.mc_samples)
+            config = RAMConfig.from_spaces(env.single_observation_space, env.single_action_space,
+                                           learn_first_location=True)
+            # (label, autocast dtype, slots per canvas): the trainer's way, then the per-slot-canvas comparator.
+            variants = [(label, dtypes[label], mc) for label in precisions]
+            if kwargs.get("clutter", 0):
+                variants.append((f"{precisions[0]}, a canvas per slot (comparator)", dtypes[precisions[0]], 1))
+            best: dict[str, float] = {}
+            for _ in range(args.rounds):
+                for label, dtype, shared in variants:
+                    model, optimizer = fresh_model(config, device)
+                    seconds = time_steps(model, env, optimizer, dtype, device, args.steps, args.batch_size, mc,
+                                         shared)
+                    best[label] = min(best.get(label, float("inf")), seconds)
+            for label, dtype, shared in variants:
+                seconds = best[label]
+                model, optimizer = fresh_model(config, device)
+                parts = breakdown(model, env, optimizer, dtype, device, args.batch_size, mc, shared)
                 share = ", ".join(f"{k} {v:.1f} ms" for k, v in parts.items())
                 print(f"[{device}] {preset}, {label}: {slots / seconds:,.0f} episodes/s, "
-                      f"{EPOCH_EPISODES * seconds / slots:.1f} s/epoch (M=10); "
-                      f"one step {1000 * seconds:.1f} ms: {share}")
-            fastest = min(results.values())
+                      f"{EPOCH_EPISODES * seconds / slots:.1f} s/epoch (M=10); one step {1000 * seconds:.1f} ms: "
+                      f"{share} (env {100 * parts['env'] / sum(parts.values()):.0f}% of the step)")
+            if kwargs.get("clutter", 0):
+                label = precisions[0]
+                ratio = best[variants[-1][0]] / best[label]
+                print(f"[{device}] {preset}: one canvas per image is {ratio:.2f}x the episodes/s of a canvas per "
+                      f"slot ({label}, same run)")
+            fastest = min(best[label] for label in precisions)
             if device.type == "cpu" and args.loop_steps > 0:
-                torch.manual_seed(0)
-                model = RecurrentAttentionModel(config).to(device)
-                optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+                model, optimizer = fresh_model(config, device)
                 loop = time_steps(model, LoopRetinaEnv(env), optimizer, None, device, args.loop_steps,
-                                  args.batch_size, args.mc_samples)
+                                  args.batch_size, mc, 1)
                 print(f"[{device}] {preset}, comparator (per-sample loop retina, fp32): {slots / loop:,.0f} "
                       f"episodes/s; ours is {loop / fastest:.1f}x faster")
             if preset.startswith("28x28") and device.type == "cpu":

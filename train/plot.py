@@ -74,8 +74,10 @@ def run_preset(run_dir: Path) -> str | None:
 
 
 def series(epochs: list[dict[str, float]], x_key: str, y_key: str, scale: float = 1.0) -> tuple[list, list]:
-    """``(x, y * scale)`` of the epochs that logged both keys (older runs lack some)."""
-    points = [(epoch[x_key], epoch[y_key] * scale) for epoch in epochs if x_key in epoch and y_key in epoch]
+    """``(x, y * scale)`` of the epochs that logged both keys (older runs lack some; an epoch whose every step was
+    skipped as non-finite logs null)."""
+    points = [(epoch[x_key], epoch[y_key] * scale) for epoch in epochs
+              if epoch.get(x_key) is not None and epoch.get(y_key) is not None]
     return [x for x, _ in points], [y for _, y in points]
 
 

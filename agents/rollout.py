@@ -87,23 +87,37 @@ def run_episodes(
 def evaluate(
     model: RecurrentAttentionModel,
     env: Any,
-    num_images: int,
+    num_images: int | None = None,
     mc_samples: int = 0,
     generator: torch.Generator | None = None,
     locations: str = "policy",
+    *,
+    indices: torch.Tensor | None = None,
+    counts: bool = False,
 ) -> dict[str, float]:
-    """Error rates on images ``0 .. num_images - 1`` of ``env``'s split.
+    """Error rates on images ``0 .. num_images - 1`` of ``env``'s split, or on the images ``indices`` names.
 
     ``error``: the deterministic policy (mean locations). ``mc_error`` (when ``mc_samples`` = K > 0): class
     probabilities averaged over K sampled location paths per image. ``env.num_envs`` images (or paths) are
     played at a time. ``locations`` replaces the learned policy by a non-learning baseline (see
-    :func:`run_episodes`).
+    :func:`run_episodes`). With ``counts``, the result also holds ``wrong`` (and ``mc_wrong``) and ``num_images``:
+    counts add up over shards of a split evaluated apart (one per process), where rates do not.
     """
-    if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
-        raise ValueError(f"num_images must be an integer >= 1, got {num_images!r}")
+    if indices is None:
+        if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
+            raise ValueError(f"num_images must be an integer >= 1, got {num_images!r}")
+        images = torch.arange(num_images, device=env.device)
+    else:
+        images = torch.as_tensor(indices, device=env.device)
+        if images.ndim != 1 or len(images) < 1 or images.is_floating_point() or images.dtype == torch.bool:
+            shape = tuple(images.shape)
+            raise ValueError(f"indices must be a non-empty 1-D integer tensor, got {images.dtype} {shape}")
+        if num_images is not None and num_images != len(images):
+            raise ValueError(f"num_images ({num_images!r}) disagrees with the {len(images)} indices given")
+        images = images.long()
+    num_images = len(images)
     was_training = model.training
     model.eval()
-    device = env.device
     slots = env.num_envs
     wrong, mc_wrong = 0, 0
 
@@ -118,20 +132,19 @@ def evaluate(
             labels.append(episodes.labels[: len(chunk)])
         return torch.cat(logits), torch.cat(labels)
 
-    for start in range(0, num_images, slots):
-        indices = torch.arange(start, min(start + slots, num_images), device=device)
-        logits, labels = play(indices, deterministic=True)
+    for batch in images.split(slots):
+        logits, labels = play(batch, deterministic=True)
         wrong += int((logits.argmax(1) != labels).sum())
     if mc_samples > 0:
         per_batch = max(1, slots // mc_samples)
-        for start in range(0, num_images, per_batch):
-            images = torch.arange(start, min(start + per_batch, num_images), device=device)
-            indices = images.repeat_interleave(mc_samples)
-            logits, labels = play(indices, deterministic=False)
-            probs = logits.softmax(1).view(len(images), mc_samples, -1).mean(1)
-            mc_wrong += int((probs.argmax(1) != labels.view(len(images), mc_samples)[:, 0]).sum())
+        for batch in images.split(per_batch):
+            logits, labels = play(batch.repeat_interleave(mc_samples), deterministic=False)
+            probs = logits.softmax(1).view(len(batch), mc_samples, -1).mean(1)
+            mc_wrong += int((probs.argmax(1) != labels.view(len(batch), mc_samples)[:, 0]).sum())
     model.train(was_training)
-    result = {"error": wrong / num_images}
+    result: dict[str, float] = {"error": wrong / num_images}
     if mc_samples > 0:
         result["mc_error"] = mc_wrong / num_images
+    if counts:
+        result.update(wrong=wrong, num_images=num_images, **({"mc_wrong": mc_wrong} if mc_samples > 0 else {}))
     return result

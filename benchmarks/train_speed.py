@@ -13,16 +13,31 @@ forward, backward and optimizer. Comparators, run in the same process:
   per-sample retinas of public RAM implementations work (``--loop-steps``, CPU);
 * on the cluttered presets, the same step with a canvas of its own for every slot (the trainer's
   ``--no-shared-canvas``, its default before shared canvases): 10x the canvases to compose and sum per step.
+
+    python benchmarks/train_speed.py --world-size 2    # scaling: 2 ranks x 1 thread vs 1 process x 2 threads
+
+With ``--world-size N`` it measures, instead, how the trainer scales over processes on this machine (the 28x28
+preset unless ``--presets`` names others; fp32): episodes/s of N ranks of one thread each (spawned, Gloo, the
+trainer's own DDP step: its share of every batch, DDP's gradient all-reduce, clipping, Adam) against one process of
+N threads training the same global batch, and their ratio, the scaling efficiency; and, for reference, one process
+of one thread.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
+import socket
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import gymnasium as gym
 import torch
+import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import glimpse_env  # noqa: F401
@@ -161,6 +176,87 @@ def fresh_model(config: RAMConfig, device: torch.device) -> tuple[RecurrentAtten
     return model, torch.optim.Adam(model.parameters(), lr=1e-3)
 
 
+def ddp_worker(rank: int, port: int, world_size: int, kwargs: dict, batch: int, mc: int, steps: int, rounds: int,
+               out: str) -> None:
+    """One rank (one thread) of the scaling measurement: the trainer's DDP training step on its share of each batch;
+    rank 0 writes the best round's seconds per step."""
+    os.environ.update(WORLD_SIZE=str(world_size), RANK=str(rank), LOCAL_RANK=str(rank),
+                      LOCAL_WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                      OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
+    import ram_agent
+
+    dist = ram_agent.init_distributed(10.0)
+    device = torch.device("cpu")
+    share = batch // world_size
+    env = gym.make_vec("GlimpseMNIST-v0", num_envs=share * mc, device=device, **kwargs)
+    env.reset(seed=rank)
+    config = ram_agent.TrainConfig(**kwargs, batch_size=batch, mc_samples=mc)
+    model, optimizer = fresh_model(RAMConfig.from_spaces(env.single_observation_space, env.single_action_space,
+                                                         learn_first_location=True), device)
+    step = ram_agent.wrap_for_ddp(ram_agent.EpisodeLoss(model, env, config.rl_weight), config, dist, device)
+    params, generator = list(model.parameters()), torch.Generator().manual_seed(rank)
+
+    def one_step() -> None:
+        indices = torch.randint(0, 55_000, (share,), generator=generator).repeat_interleave(mc)
+        loss, _ = step({"indices": indices, "slots_per_canvas": mc})
+        optimizer.zero_grad(set_to_none=True)
+        ram_agent.backward_and_clip(loss, params, config, dist)
+        optimizer.step()
+
+    best = float("inf")
+    for _ in range(rounds):
+        for _ in range(2):
+            one_step()
+        torch.distributed.barrier()
+        start = time.perf_counter()
+        for _ in range(steps):
+            one_step()
+        torch.distributed.barrier()  # a step is done when the slowest rank is
+        best = min(best, (time.perf_counter() - start) / steps)
+    if dist.main:
+        Path(out).write_text(json.dumps(best))
+    dist.close()
+
+
+def scaling(args: argparse.Namespace, chosen: list[str]) -> None:
+    """N ranks x 1 thread against 1 process x N threads, the same global batch; see the module's docstring."""
+    world, slots, mc = args.world_size, args.batch_size * args.mc_samples, args.mc_samples
+    if args.batch_size % world:
+        raise SystemExit(f"--batch-size {args.batch_size} must be a multiple of --world-size {world}")
+    device = torch.device("cpu")
+    for preset in chosen:
+        kwargs = PRESETS[preset]
+        env = gym.make_vec("GlimpseMNIST-v0", num_envs=slots, device=device, **kwargs)
+        env.reset(seed=0)
+        config = RAMConfig.from_spaces(env.single_observation_space, env.single_action_space,
+                                       learn_first_location=True)
+        best = {}  # threads: seconds per step of one process
+        for _ in range(args.rounds):
+            for threads in (world, 1):
+                torch.set_num_threads(threads)
+                model, optimizer = fresh_model(config, device)
+                seconds = time_steps(model, env, optimizer, None, device, args.steps, args.batch_size, mc, mc)
+                best[threads] = min(best.get(threads, float("inf")), seconds)
+        single = best[world]
+        with tempfile.TemporaryDirectory() as folder, socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+            sock.close()
+            out = str(Path(folder) / "seconds.json")
+            mp.spawn(ddp_worker, args=(port, world, kwargs, args.batch_size, mc, args.steps, args.rounds, out),
+                     nprocs=world, join=True)
+            ranks = json.loads(Path(out).read_text())
+        env.close()
+        print(f"[cpu] {preset}, fp32, {args.batch_size} images x M={mc} a step: 1 process x {world} threads "
+              f"{slots / single:,.0f} episodes/s; {world} ranks x 1 thread (DDP, Gloo) {slots / ranks:,.0f} "
+              f"episodes/s; scaling efficiency {single / ranks:.2f} (ranks / threads); CPU: {cpu_model()}, "
+              f"{os.cpu_count()} cores")
+        print(f"    reference: 1 process x 1 thread {slots / best[1]:,.0f} episodes/s; the {world} ranks are "
+              f"{best[1] / ranks:.2f}x that (ideal {world}x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="all", help="cpu, cuda, or all (CPU, and CUDA when present)")
@@ -173,8 +269,17 @@ def main() -> None:
     parser.add_argument("--loop-steps", type=int, default=2, help="timed steps of the per-sample-loop comparator")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "both"), default="auto",
                         help="auto: fp32, and bf16 too where it is fast (CUDA, CPUs with AMX)")
-    parser.add_argument("--presets", default="all", help="comma-separated substrings of preset names (default all)")
+    parser.add_argument("--presets", default=None,
+                        help="comma-separated substrings of preset names (default all; with --world-size, 28x28)")
+    parser.add_argument("--world-size", type=int, default=0,
+                        help="measure instead how training scales: this many ranks x 1 thread (DDP) against 1 "
+                             "process x this many threads (CPU)")
     args = parser.parse_args()
+    if args.world_size > 0:
+        presets = args.presets or "28x28"
+        scaling(args, [name for name in PRESETS if any(part.strip() in name for part in presets.split(","))])
+        return
+    args.presets = args.presets or "all"
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if args.device == "all" else [args.device]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU: {cpu_model()}"
           + (f", GPU: {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))

@@ -13,8 +13,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
 import evaluate as evaluate_script  # noqa: E402
 import ram_agent  # noqa: E402
 
-from agents import load_agent  # noqa: E402
+from agents import RAMConfig, RecurrentAttentionModel, load_agent  # noqa: E402
 from agents.checkpoint import atomic_torch_save, read_checkpoint  # noqa: E402
+from glimpse_env.vector_env import GlimpseMNISTVectorEnv  # noqa: E402
 
 QUICK = ["--train-subset", "512", "--batch-size", "64", "--mc-samples", "2", "--test-mc", "2",
          "--eval-slots", "2500", "--no-figure", "--precision", "fp32", "--device", "cpu", "--n-glimpses", "3"]
@@ -107,3 +108,48 @@ def test_init_from_loads_a_compatible_checkpoint_and_refuses_others(mnist_dir, t
         run(tmp_path, "other", "--epochs", "1", "--init-from", str(source), "--n-glimpses", "4")
     with pytest.raises(SystemExit, match="init-from.*core_size"):
         run(tmp_path, "wider", "--epochs", "1", "--init-from", str(source), "--core-size", "64")
+
+
+def test_learning_curves_are_drawn_and_a_failed_drawing_keeps_the_results(mnist_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(ram_agent, "draw_figure", lambda *args: None)  # the glimpse figure has tests of its own
+    run(tmp_path, "drawn", "--epochs", "1", "--test-mc", "0", "--figure")
+    assert (tmp_path / "drawn" / "learning-curves.png").stat().st_size > 0
+    import plot
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(plot, "plot_runs", broken)
+    results = run(tmp_path, "broken", "--epochs", "1", "--test-mc", "0", "--figure")
+    assert "learning curves were not drawn (RuntimeError: no display)" in capsys.readouterr().err
+    assert json.loads((tmp_path / "broken" / "results.json").read_text()) == results
+    assert not (tmp_path / "broken" / "learning-curves.png").exists()
+
+
+def clipped_gradients(digits, rl_weight: float, separately: bool) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The gradients the trainer steps with, for one batch of episodes whatever rl_weight (the same seeds)."""
+    config = ram_agent.TrainConfig(n_glimpses=3, rl_weight=rl_weight, clip_separately=separately, grad_clip=1.0)
+    torch.manual_seed(0)
+    env = GlimpseMNISTVectorEnv(32, split="test", digits=digits, n_glimpses=3)
+    model = RecurrentAttentionModel(RAMConfig.from_spaces(env.single_observation_space, env.single_action_space,
+                                                          **config.model_kwargs()))
+    options = {"indices": torch.arange(16).repeat_interleave(2), "slots_per_canvas": 2}
+    loss, _ = ram_agent.EpisodeLoss(model, env, rl_weight)(options)
+    norm = ram_agent.backward_and_clip(loss, list(model.parameters()), config, ram_agent.Distributed())
+    return {name: p.grad.clone() for name, p in model.named_parameters()}, norm
+
+
+def test_clip_separately_keeps_a_huge_reinforce_gradient_off_the_classifier(tiny_digits):
+    supervised = ("classifier.weight", "core.weight_hh", "glimpse_net.what.weight", "baseline_head.weight")
+    alone, _ = clipped_gradients(tiny_digits, 0.0, separately=True)
+    huge, norm = clipped_gradients(tiny_digits, 1e6, separately=True)
+    assert norm > 1e3  # REINFORCE's gradient is huge...
+    assert all(torch.equal(alone[name], huge[name]) for name in supervised)  # ...and the classifier's step the same
+    location = torch.cat([huge["location_head.weight"].flatten(), huge["location_head.bias"],
+                          huge["first_location_logit"]])
+    assert 0.5 < float(location.norm()) <= 1.0 + 1e-5  # clipped on its own, to --grad-clip
+    coupled_alone, _ = clipped_gradients(tiny_digits, 0.0, separately=False)
+    coupled, _ = clipped_gradients(tiny_digits, 1e6, separately=False)
+    # One global norm: the same huge REINFORCE gradient all but erases the classifier's gradient.
+    assert coupled["classifier.weight"].norm() < 1e-3 * coupled_alone["classifier.weight"].norm()
+    assert torch.equal(coupled_alone["classifier.weight"], alone["classifier.weight"])  # rl_weight 0: no change

@@ -3,6 +3,8 @@
     python train/ram_agent.py                              # 28x28 MNIST, 6 glimpses of 8x8 (the default preset)
     python train/ram_agent.py --preset translated60-4g     # 60x60 translated MNIST, 4 glimpses, 12x12 x 3 scales
     python train/ram_agent.py --resume runs/mnist28-6g-... # continue a run that was stopped
+    torchrun --standalone --nproc_per_node=2 train/ram_agent.py --preset cluttered60-8g   # 2 processes (GPUs)
+    torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 train/ram_agent.py ...
 
 The agent learns through the env's batched vector env (the env is the data pipeline): every training image is
 shown in M slots, so the baseline and the advantage see M sampled location paths of it; an epoch visits every
@@ -14,6 +16,11 @@ A run folder holds config.json (the resolved configuration), metrics.jsonl (one 
 last.pt (written atomically each epoch), results.json and a figure of the learned glimpse paths. last.pt is an
 epoch's commit point: it is written first and holds what the epoch's other outputs need, and --resume makes
 metrics.jsonl and best.pt agree with it, so a kill at any moment loses or repeats nothing.
+
+Under torchrun the same script trains with N processes (ranks): each plays batch_size / N of every batch's images
+in its own slice of the batched env, with random streams of its own, and DistributedDataParallel averages the
+gradients; --batch-size stays the global batch, so every hyperparameter means the same at any N. Validation and
+the test are split over the ranks too. Rank 0 alone writes the run folder and prints; --resume needs the same N.
 """
 
 from __future__ import annotations
@@ -25,18 +32,25 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext, redirect_stdout
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
+from typing import Any, TypeVar
 
 import gymnasium as gym
+import numpy as np
 import torch
+import torch.distributed as torch_dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 import glimpse_env  # noqa: F401  (registers GlimpseMNIST-v0)
-from agents import RAMConfig, RecurrentAttentionModel, evaluate, hybrid_loss, run_episodes, save_agent
+from agents import HybridLoss, RAMConfig, RecurrentAttentionModel, evaluate, hybrid_loss, run_episodes, save_agent
 from agents.checkpoint import read_checkpoint
+from agents.rollout import Episodes
 from glimpse_env.vector_env import resolve_device
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling scripts, also when imported from tests
@@ -81,7 +95,9 @@ class TrainConfig(TaskConfig):
                                          "head (the paper's full-network gradient)")
     # learning
     epochs: int = option(45, "passes over the 55,000 training images")
-    batch_size: int = option(128, "images per gradient step (each shown in mc_samples slots)")
+    batch_size: int = option(128, "images per gradient step (each shown in mc_samples slots), over all processes: "
+                                  "under torchrun each of N processes plays batch_size / N of them, so the "
+                                  "hyperparameters mean the same at any N")
     train_subset: int = option(0, "train on only the first N training images (0: all 55,000); for quick checks")
     mc_samples: int = option(10, "M: sampled location paths per training image")
     shared_canvas: bool = option(True, "the M paths of an image look at one canvas (the paper's M samples of one "
@@ -95,12 +111,15 @@ class TrainConfig(TaskConfig):
     weight_decay: float = option(0.0, "Adam(W) weight decay")
     rl_weight: float = option(1.0, "weight of the REINFORCE term in the hybrid loss")
     grad_clip: float = option(5.0, "clip the gradient's global norm to this (0: no clipping)")
+    clip_separately: bool = option(False, "clip the supervised gradient (cross-entropy + baseline) and the "
+                                          "REINFORCE gradient to --grad-clip each, then add them (else one global "
+                                          "norm: a large REINFORCE gradient shrinks the classifier's step)")
     max_nonfinite_steps: int = option(20, "a step whose loss or gradient is NaN/inf is skipped (and counted in the "
                                           "metrics); this many in a row stop the run")
     # evaluation
     val_mc: int = option(0, "K for Monte-Carlo validation error (0: deterministic policy only)")
     test_mc: int = option(10, "K for the final Monte-Carlo test error")
-    eval_slots: int = option(5000, "episodes played at once during evaluation")
+    eval_slots: int = option(5000, "episodes played at once during evaluation (by each process)")
     val_subset: int = option(0, "validate on only the first N validation images (0: all 5,000); for quick checks")
     # the run
     seed: int = option(0, "seed of everything random in the run")
@@ -132,7 +151,7 @@ PRESETS: dict[str, dict] = {
 }
 # Fields a run folder written before they existed lacks, with the behaviour it was trained with.
 ADDED_LATER = {"learn_first_location": False, "reinforce_core": False, "shared_canvas": False, "init_from": "",
-               "val_subset": 0, "max_nonfinite_steps": 20}
+               "val_subset": 0, "max_nonfinite_steps": 20, "clip_separately": False}
 # What may change when a run is resumed; everything else must match the run's config.json.
 RESUMABLE_CHANGES = {"epochs", "device", "run_dir", "data_dir", "figure", "eval_slots", "max_nonfinite_steps"}
 # Flags that must be at least this, checked before anything starts (a 0 would fail deep inside, naming no flag).
@@ -162,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
     parser.add_argument("--list-presets", action="store_true", help="print the presets and exit")
+    parser.add_argument("--dist-timeout-minutes", type=float, default=30.0,
+                        help="under torchrun: a collective that some rank does not join within this fails, and the "
+                             "job stops with an error, rather than hanging on a dead rank (default: 30)")
     add_config_flags(parser, TrainConfig, {"preset": list(PRESETS)})
     return parser
 
@@ -253,6 +275,185 @@ def restore_rng_states(states: dict, device: torch.device, order_generator: torc
         print("the run was saved on another kind of device; the env's random stream starts again from the seed")
     if device.type == "cuda" and "cuda_rng" in states:
         torch.cuda.set_rng_state(states["cuda_rng"].cpu(), device)
+
+
+# ---------------------------------------------------------------- distributed (torchrun)
+# One script for 1 process or many. torchrun sets WORLD_SIZE, RANK, LOCAL_RANK and LOCAL_WORLD_SIZE; without it
+# (or with one process) there is no process group and nothing below does anything: a single process trains as it
+# always did. Rank 0 alone touches the run folder; what it reads there is broadcast, so the other ranks need no
+# shared file system.
+
+T = TypeVar("T")
+
+
+@dataclass
+class Distributed:
+    """Where this process stands in a torchrun job. Not a hyperparameter: one run may use 1 process or 64."""
+
+    world_size: int = 1
+    rank: int = 0
+    local_rank: int = 0  # picks this process's GPU
+    local_world_size: int = 1  # processes on this machine: they share its cores
+    backend: str = ""  # "gloo", or "cpu:gloo,cuda:nccl" when each rank has a GPU; "" without a process group
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def from_rank0(self, work: Callable[[], T]) -> T:
+        """``work()`` on rank 0 (file work: once), its result sent to every rank. A refusal there (SystemExit) or
+        an error stops every rank with its message, rather than leaving the others waiting for a broadcast."""
+        if not self.active:
+            return work()
+        box: list[Any] = [None]
+        failure: BaseException | None = None
+        if self.main:
+            try:
+                box = [("ok", work())]
+            except SystemExit as stop:
+                box, failure = [("exit", stop.code)], stop
+            except Exception as error:
+                box, failure = [("exit", f"rank 0 failed: {type(error).__name__}: {error}")], error
+        torch_dist.broadcast_object_list(box, src=0)
+        if failure is not None:
+            raise failure
+        kind, value = box[0]
+        if kind == "exit":
+            raise SystemExit(value)
+        return value
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The sum over ranks (in place; the tensor itself for one process)."""
+        if self.active:
+            torch_dist.all_reduce(tensor)
+        return tensor
+
+    def all_true(self, flag: torch.Tensor) -> bool:
+        """Whether ``flag`` (a bool tensor) holds on every rank: they then take or skip a step together."""
+        if not self.active:
+            return bool(flag)
+        value = flag.to(torch.int32).reshape(1)
+        torch_dist.all_reduce(value, op=torch_dist.ReduceOp.MIN)
+        return bool(value)
+
+    def gather(self, value: T) -> list[T]:
+        """Every rank's ``value``, in rank order, on every rank."""
+        if not self.active:
+            return [value]
+        values: list[Any] = [None] * self.world_size
+        torch_dist.all_gather_object(values, value)
+        return values
+
+    def shard(self, items: torch.Tensor) -> torch.Tensor:
+        """This rank's contiguous part of ``items`` (the parts differ by at most one in length)."""
+        return items.tensor_split(self.world_size)[self.rank] if self.active else items
+
+    def close(self) -> None:
+        if torch_dist.is_available() and torch_dist.is_initialized():
+            torch_dist.destroy_process_group()
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def init_distributed(timeout_minutes: float) -> Distributed:
+    """Join the torchrun job this process was started in (a one-process Distributed() when there is none)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Distributed()
+    if not timeout_minutes > 0:
+        raise SystemExit(f"--dist-timeout-minutes must be > 0; got {timeout_minutes}")
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
+    if "OMP_NUM_THREADS" not in os.environ:  # the machine's cores shared among its ranks, not each rank taking all
+        torch.set_num_threads(max(1, available_cores() // local_world_size))
+    if torch.cuda.is_available() and torch.cuda.device_count() >= local_world_size:
+        torch.cuda.set_device(local_rank)
+        # A failed NCCL collective (a rank died) raises instead of hanging; the timeout bounds the wait for it.
+        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+        backend = "cpu:gloo,cuda:nccl"  # CUDA tensors over NCCL; objects (configs, checkpoints) over Gloo
+    else:
+        backend = "gloo"
+    # With a timeout, a collective that a dead rank never joins fails (and torchrun stops the job) instead of
+    # waiting forever.
+    torch_dist.init_process_group(backend, timeout=timedelta(minutes=timeout_minutes))
+    return Distributed(world_size, rank, local_rank, local_world_size, backend)
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of a rank's own random streams (env and location noise): rank 0 keeps the run's seed, so a single
+    process is seeded as it always was; the others get streams of their own, derived from the seed and the rank."""
+    if rank == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1, np.uint64)[0])
+
+
+# ---------------------------------------------------------------- one training step
+
+
+class EpisodeLoss(nn.Module):
+    """Play a batch of episodes with ``model`` in ``env`` and return their hybrid loss (and the episodes).
+
+    The RAM runs one forward per glimpse; DistributedDataParallel expects one forward per backward. Wrapped in DDP,
+    this module is that one forward, and every parameter the episodes use, the learned first glimpse's too, is
+    inside it, so each gets its gradient averaged."""
+
+    def __init__(self, model: RecurrentAttentionModel, env: Any, rl_weight: float) -> None:
+        super().__init__()
+        self.model, self.env, self.rl_weight = model, env, rl_weight
+
+    def forward(self, options: dict[str, Any]) -> tuple[HybridLoss, Episodes]:
+        episodes = run_episodes(self.model, self.env, options)
+        return hybrid_loss(episodes, self.rl_weight), episodes
+
+
+def wrap_for_ddp(step: EpisodeLoss, config: TrainConfig, dist: Distributed, device: torch.device) -> nn.Module:
+    """``step`` as the training loop calls it: itself for one process (today's path and speed) and under
+    --clip-separately (which averages its two gradients itself, see backward_and_clip), else in DDP."""
+    if not dist.active or config.clip_separately:
+        return step
+    # With one glimpse the location and baseline heads get no gradient at all: only then must DDP look for unused
+    # parameters (a graph traversal every step).
+    return DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=config.n_glimpses == 1)
+
+
+def backward_and_clip(loss: HybridLoss, params: list[nn.Parameter], config: TrainConfig,
+                      dist: Distributed) -> torch.Tensor:
+    """Fill the parameters' gradients (averaged over ranks), clipped to --grad-clip; return the norm before
+    clipping (NaN or inf if the gradient is not finite)."""
+    clip = config.grad_clip or math.inf  # inf: measure the norm without clipping
+    if not config.clip_separately:
+        loss.total.backward()  # under DDP, averaged over the ranks as it runs
+        return torch.nn.utils.clip_grad_norm_(params, clip)
+    # REINFORCE's gradient kept apart, then the supervised one into .grad; each clipped, then added.
+    reinforce = config.rl_weight * loss.reinforce
+    if reinforce.requires_grad:
+        rl_grads = torch.autograd.grad(reinforce, params, retain_graph=True, allow_unused=True)
+    else:  # one glimpse and the env's first location: no location was chosen
+        rl_grads = [None] * len(params)
+    (loss.cross_entropy + loss.baseline).backward()
+    parts = []
+    for grads in ([p.grad for p in params], list(rl_grads)):
+        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+        if dist.active:  # no DDP in this mode: average each part over the ranks here, one flat all-reduce each
+            flat = dist.sum(torch.cat([g.reshape(-1) for g in grads])) / dist.world_size
+            grads = list(flat.split([g.numel() for g in grads]))
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        scale = (clip / (norm + 1e-6)).clamp(max=1.0)  # as clip_grad_norm_ does
+        parts.append(([g * scale for g in grads], norm))
+    (supervised, supervised_norm), (rl, rl_norm) = parts
+    for p, a, b in zip(params, supervised, rl, strict=True):
+        p.grad = (a + b).view_as(p)
+    return torch.linalg.vector_norm(torch.stack([supervised_norm, rl_norm]))
 
 
 class Run:
@@ -350,31 +551,52 @@ def checkpoint_epoch(path: Path) -> int | None:
         return None
 
 
-def train(config: TrainConfig, command: list[str], resume: bool = False) -> dict:
+def train(config: TrainConfig, command: list[str], resume: bool = False, dist: Distributed | None = None) -> dict:
+    dist = dist or Distributed()
     check_flags(config)
-    device = resolve_device(config.device)
-    autocast_dtype = pick_precision(config.precision, device)
-    if not config.run_dir:
-        config.run_dir = f"runs/{config.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run = Run(config, command, resume)
-    resuming = (run.dir / "last.pt").is_file()
-    if resume and (run.dir / "results.json").is_file():
-        finished = json.loads((run.dir / "results.json").read_text())
-        if finished.get("epochs") == config.epochs:
-            print(f"{run.dir} is finished ({config.epochs} epochs, results.json): nothing to do (a larger --epochs "
-                  f"trains on)")
-            return finished
-        if not resuming:
-            raise SystemExit(f"{run.dir} is finished and has no last.pt to continue from")
-    torch.manual_seed(config.seed)
-    data_dir = config.data_dir or None
-    slots = config.batch_size * config.mc_samples
-    env = gym.make_vec("GlimpseMNIST-v0", num_envs=slots, device=device, split="train", data_dir=data_dir,
-                       **config.env_kwargs())
+    batch = config.batch_size // dist.world_size  # this rank's images of every batch
+    if config.batch_size % dist.world_size:
+        raise SystemExit(f"--batch-size {config.batch_size} does not split evenly over the {dist.world_size} "
+                         f"processes of this torchrun job: choose a multiple of {dist.world_size} (it is the "
+                         f"global batch, so the hyperparameters mean the same at any number of processes)")
     num_val = min(config.val_subset or SPLIT_SIZES["validation"], SPLIT_SIZES["validation"])
-    val_env = gym.make_vec("GlimpseMNIST-v0", num_envs=min(config.eval_slots, num_val), device=device,
+    if num_val < dist.world_size:
+        raise SystemExit(f"--val-subset {num_val}: fewer validation images than the {dist.world_size} processes")
+    device = resolve_device(config.device)
+    if device.type == "cuda" and "nccl" in dist.backend:
+        device = torch.device("cuda", dist.local_rank)
+    autocast_dtype = pick_precision(config.precision, device)
+    run: Run | None = None  # rank 0's
+
+    def open_run() -> tuple[str, bool, dict | None]:
+        nonlocal run
+        if not config.run_dir:
+            config.run_dir = f"runs/{config.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run = Run(config, command, resume)
+        resuming = (run.dir / "last.pt").is_file()
+        if resume and (run.dir / "results.json").is_file():
+            finished = json.loads((run.dir / "results.json").read_text())
+            if finished.get("epochs") == config.epochs:
+                print(f"{run.dir} is finished ({config.epochs} epochs, results.json): nothing to do (a larger "
+                      f"--epochs trains on)")
+                return config.run_dir, resuming, finished
+            if not resuming:
+                raise SystemExit(f"{run.dir} is finished and has no last.pt to continue from")
+        return config.run_dir, resuming, None
+
+    config.run_dir, resuming, finished = dist.from_rank0(open_run)
+    if finished is not None:
+        return finished
+    run_dir = Path(config.run_dir)
+    torch.manual_seed(config.seed)
+    seed = rank_seed(config.seed, dist.rank)  # this rank's env and location noise
+    data_dir = config.data_dir or None
+    env = gym.make_vec("GlimpseMNIST-v0", num_envs=batch * config.mc_samples, device=device, split="train",
+                       data_dir=data_dir, **config.env_kwargs())
+    val_images = dist.shard(torch.arange(num_val))
+    val_env = gym.make_vec("GlimpseMNIST-v0", num_envs=min(config.eval_slots, len(val_images)), device=device,
                            split="validation", data_dir=data_dir, **config.env_kwargs())
-    env.reset(seed=config.seed)
+    env.reset(seed=seed)
     num_train = len(env.unwrapped.digits)
     if config.train_subset:
         num_train = min(num_train, config.train_subset)
@@ -385,38 +607,43 @@ def train(config: TrainConfig, command: list[str], resume: bool = False) -> dict
     steps_per_epoch = math.ceil(num_train / config.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: learning_rate_factor(config, step, steps_per_epoch))
-    order_generator = torch.Generator().manual_seed(config.seed)
+    order_generator = torch.Generator().manual_seed(config.seed)  # the global order: the same on every rank
     env_generator = env.unwrapped._generator
     start_epoch, best_val, best_epoch, wall_before = 1, float("inf"), 0, 0.0
-    if config.init_from and not resuming:
-        initialise_from(model, config, Path(config.init_from), device)
+    if config.init_from and not resuming:  # on rank 0; the others get its weights below
+        dist.from_rank0(lambda: initialise_from(model, config, Path(config.init_from), device))
+    if dist.active:
+        for tensor in model.state_dict().values():  # every rank starts from rank 0's weights
+            torch_dist.broadcast(tensor, src=0)
+        if not dist.main:
+            torch.manual_seed(seed)  # rank 0's location noise goes on from the run's seed, as one process's does
 
     payload = None
     if resuming:
-        payload = read_checkpoint(run.dir / "last.pt", device)
-        saved_config = payload["extra"]["train_config"]
-        saved_model = {**{k: v for k, v in ADDED_LATER.items() if k in config.model_kwargs()},
-                       **saved_config["model_kwargs"]}
-        if saved_model != config.model_kwargs() or payload["env_kwargs"] != config.env_kwargs():
-            raise SystemExit(f"{run.dir / 'last.pt'} was trained with another configuration; refusing to resume")
+        payload = dist.from_rank0(lambda: read_last_checkpoint(run_dir, config, device, dist))
         state = payload["extra"]["state"]
-        if config.epochs < state["epoch"]:
-            raise SystemExit(f"--epochs {config.epochs}: {run.dir} has already trained {state['epoch']} epochs")
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["extra"]["optimizer"])
         scheduler.load_state_dict(payload["extra"]["scheduler"])
         start_epoch, best_val, wall_before = state["epoch"] + 1, state["best_val_error"], state["wall_seconds"]
         best_epoch = state.get("best_epoch", 0)  # 0: written before last.pt recorded it
-        print(f"resuming {run.dir} at epoch {start_epoch} (best validation error {100 * best_val:.2f}%)")
+        print(f"resuming {run_dir} at epoch {start_epoch} (best validation error {100 * best_val:.2f}%)")
     if resume:
-        run.settle(payload, model)
-        saved = json.loads((run.dir / "config.json").read_text())
-        if saved["epochs"] != config.epochs:  # the one change a resume writes down
-            run.write_text("config.json", json.dumps({**saved, "epochs": config.epochs}, indent=2) + "\n")
-            print(f"config.json: epochs {saved['epochs']} -> {config.epochs}")
-    if payload is not None:  # last: reading a checkpoint builds a model, which draws from torch's generator
-        restore_rng_states(payload["extra"]["state"], device, order_generator, env_generator)
+        def settle() -> None:
+            run.settle(payload, model)
+            saved = json.loads((run.dir / "config.json").read_text())
+            if saved["epochs"] != config.epochs:  # the one change a resume writes down
+                run.write_text("config.json", json.dumps({**saved, "epochs": config.epochs}, indent=2) + "\n")
+                print(f"config.json: epochs {saved['epochs']} -> {config.epochs}")
 
+        dist.from_rank0(settle)
+    if payload is not None:  # last: reading a checkpoint builds a model, which draws from torch's generator
+        state = payload["extra"]["state"]
+        own = state["ranks"][dist.rank] if dist.active else state
+        restore_rng_states(own, device, order_generator, env_generator)
+
+    step_module = wrap_for_ddp(EpisodeLoss(model, env, config.rl_weight), config, dist, device)
+    params = list(model.parameters())
     started = time.perf_counter() - wall_before
     last_val_error = "-" if start_epoch == 1 else f"{100 * best_val:.2f}% (best)"
     bad_in_a_row = 0
@@ -428,20 +655,19 @@ def train(config: TrainConfig, command: list[str], resume: bool = False) -> dict
         totals = torch.zeros(5, device=device)  # loss, its three terms, reward: summed on the device
         nonfinite = 0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}", leave=False, mininterval=1.0,
-                   disable=None)
+                   disable=None if dist.main else True)
         for step in bar:
-            images = order[step * config.batch_size:(step + 1) * config.batch_size].to(device)
+            images = order[step * config.batch_size:(step + 1) * config.batch_size]
+            images = images[dist.rank * batch:(dist.rank + 1) * batch].to(device)  # this rank's share
             indices = images.repeat_interleave(config.mc_samples)
             options = {"indices": indices, "slots_per_canvas": config.mc_samples if config.shared_canvas else 1}
             with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
                                 enabled=autocast_dtype is not None):
-                episodes = run_episodes(model, env, options)
-                loss = hybrid_loss(episodes, config.rl_weight)
+                loss, episodes = step_module(options)
             optimizer.zero_grad(set_to_none=True)
-            loss.total.backward()
-            # inf: measure the norm without clipping (a NaN or inf in it is checked below)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or math.inf)
-            if bool(torch.isfinite(loss.total) & torch.isfinite(grad_norm)):
+            grad_norm = backward_and_clip(loss, params, config, dist)
+            # Every rank takes or skips the step: a NaN loss on one rank alone must not split the weights.
+            if dist.all_true(torch.isfinite(loss.total) & torch.isfinite(grad_norm)):
                 optimizer.step()
                 parts = (loss.total, loss.cross_entropy, loss.baseline, loss.reinforce, episodes.reward.mean())
                 totals += torch.stack([part.detach().float() for part in parts])
@@ -450,63 +676,139 @@ def train(config: TrainConfig, command: list[str], resume: bool = False) -> dict
                 nonfinite += 1
                 bad_in_a_row += 1
                 if bad_in_a_row >= config.max_nonfinite_steps:
-                    kept = f"{run.dir / 'last.pt'} (epoch {epoch - 1}) is intact" if epoch > 1 else "nothing was saved"
+                    kept = f"{run_dir / 'last.pt'} (epoch {epoch - 1}) is intact" if epoch > 1 else "nothing was saved"
                     raise SystemExit(f"epoch {epoch}, step {step + 1}/{steps_per_epoch}: {bad_in_a_row} steps in a "
                                      f"row had a NaN or inf loss or gradient; stopping ({kept}). Try a lower --lr or "
                                      f"--grad-clip")
             scheduler.step()  # the schedule follows the step count, taken or skipped
-            if step % 50 == 0:
+            if step % 50 == 0 and dist.main:
                 bar.set_postfix(loss=f"{loss.total.item():.3f}", reward=f"{episodes.reward.mean().item():.3f}",
                                 val_error=last_val_error)
         train_seconds = time.perf_counter() - epoch_start
 
-        val_env.reset(seed=config.seed)  # the same first locations at every validation
+        val_env.reset(seed=seed)  # the same first locations at every validation
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            val = evaluate(model, val_env, num_val, config.val_mc,
-                           torch.Generator(device=device).manual_seed(config.seed))
-        means = (totals / (steps_per_epoch - nonfinite)).tolist()  # over the steps taken (NaN if none: null)
+            generator = torch.Generator(device=device).manual_seed(seed)
+            if dist.active:  # each rank its part; the counts of wrong answers add up to the split's
+                val = summed_errors(evaluate(model, val_env, None, config.val_mc, generator, indices=val_images,
+                                             counts=True), dist)
+            else:
+                val = evaluate(model, val_env, num_val, config.val_mc, generator)
+        means = (dist.sum(totals) / dist.world_size / (steps_per_epoch - nonfinite)).tolist()  # NaN if none: null
         metrics = {"epoch": epoch, **dict(zip(("loss", "cross_entropy", "baseline", "reinforce", "reward"), means,
                                               strict=True)),
                    "nonfinite_steps": nonfinite, "val_error": val["error"], "lr": scheduler.get_last_lr()[0],
                    "epoch_seconds": round(time.perf_counter() - epoch_start, 2),
-                   "train_episodes_per_second": round(steps_per_epoch * len(indices) / train_seconds),
+                   "train_episodes_per_second": round(steps_per_epoch * len(indices) * dist.world_size
+                                                      / train_seconds),
                    "wall_seconds": round(time.perf_counter() - started, 1)}
         if "mc_error" in val:
             metrics["val_mc_error"] = val["mc_error"]
         last_val_error = f"{100 * val['error']:.2f}%"
         selection = val.get("mc_error", val["error"])
-        improved = selection < best_val
+        improved = selection < best_val  # the same on every rank: the counts were summed
         if improved:
             best_val, best_epoch = selection, epoch
         state = {"epoch": epoch, "best_val_error": best_val, "best_epoch": best_epoch,
                  "wall_seconds": metrics["wall_seconds"], **rng_states(device, order_generator, env_generator)}
+        if dist.active:  # every rank's random streams, so that each goes on where it stopped
+            state.update(world_size=dist.world_size, ranks=dist.gather(rng_states(device, order_generator,
+                                                                                  env_generator)))
         extra = {"train_config": {"model_kwargs": config.model_kwargs(), **asdict(config)}, "metrics": metrics}
-        # last.pt first: it commits the epoch; best.pt and the metrics line follow from it (see Run.settle).
-        run.save("last.pt", model, config.env_kwargs(),
-                 {**extra, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": state})
-        if improved:
-            run.save("best.pt", model, config.env_kwargs(), extra)
-        run.log(metrics)
-        tqdm.write(f"epoch {epoch:3d}  loss {metrics['loss']:.4f}  train reward {metrics['reward']:.4f}  "
-                   f"val error {100 * val['error']:.2f}%{' *' if improved else ''}  "
-                   f"{metrics['epoch_seconds']:.1f}s ({metrics['train_episodes_per_second']} episodes/s)")
+
+        if dist.main:  # last.pt first: it commits the epoch; best.pt and the metrics line follow from it
+            run.save("last.pt", model, config.env_kwargs(),
+                     {**extra, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                      "state": state})
+            if improved:
+                run.save("best.pt", model, config.env_kwargs(), extra)
+            run.log(metrics)
+            tqdm.write(f"epoch {epoch:3d}  loss {metrics['loss']:.4f}  train reward {metrics['reward']:.4f}  "
+                       f"val error {100 * val['error']:.2f}%{' *' if improved else ''}  "
+                       f"{metrics['epoch_seconds']:.1f}s ({metrics['train_episodes_per_second']} episodes/s)")
     env.close()
     val_env.close()
 
-    if not (run.dir / "best.pt").is_file():
-        raise SystemExit(f"{run.dir} has no best.pt: no epoch was trained (epochs={config.epochs})")
-    test = evaluate_checkpoint(run.dir / "best.pt", "test", config.test_mc, str(device), config.eval_slots,
-                               config.seed, data_dir)
+    def best_checkpoint() -> dict:
+        if not (run_dir / "best.pt").is_file():
+            raise SystemExit(f"{run_dir} has no best.pt: no epoch was trained (epochs={config.epochs})")
+        return read_checkpoint(run_dir / "best.pt") if dist.active else {}
+
+    best = dist.from_rank0(best_checkpoint)
+    if dist.active:
+        model.load_state_dict(best["model"])
+        test = distributed_test(model, config, device, dist)
+    else:
+        test = evaluate_checkpoint(run_dir / "best.pt", "test", config.test_mc, str(device), config.eval_slots,
+                                   config.seed, data_dir)
     results = {"preset": config.preset, "test": test, "best_val_error": best_val,
                "epochs": config.epochs, "wall_seconds": round(time.perf_counter() - started, 1),
                "device": str(device), "precision": str(autocast_dtype or "fp32"), "threads": torch.get_num_threads(),
-               "command": " ".join(command)}
-    if config.figure:
-        draw_figure(run.dir, data_dir)
-    run.write_text("results.json", json.dumps(results, indent=2) + "\n")  # last: it marks the run finished
-    print(f"{config.preset}: {format_result(test)}; best validation error {100 * best_val:.2f}%; "
-          f"{results['wall_seconds'] / 60:.1f} min on {device}; run folder {run.dir}")
-    return results
+               "world_size": dist.world_size, "command": " ".join(command)}
+
+    def finish() -> dict:
+        if config.figure:
+            draw_figure(run_dir, data_dir)
+            draw_learning_curves(run_dir)
+        run.write_text("results.json", json.dumps(results, indent=2) + "\n")  # last: it marks the run finished
+        print(f"{config.preset}: {format_result(test)}; best validation error {100 * best_val:.2f}%; "
+              f"{results['wall_seconds'] / 60:.1f} min on {device}"
+              f"{f' x {dist.world_size} processes' if dist.active else ''}; run folder {run_dir}")
+        return results
+
+    return dist.from_rank0(finish)
+
+
+def read_last_checkpoint(run_dir: Path, config: TrainConfig, device: torch.device, dist: Distributed) -> dict:
+    """last.pt, checked against this run's configuration and number of processes (read onto the CPU for a
+    broadcast when there are several)."""
+    payload = read_checkpoint(run_dir / "last.pt", "cpu" if dist.active else device)
+    saved_config = payload["extra"]["train_config"]
+    saved_model = {**{k: v for k, v in ADDED_LATER.items() if k in config.model_kwargs()},
+                   **saved_config["model_kwargs"]}
+    if saved_model != config.model_kwargs() or payload["env_kwargs"] != config.env_kwargs():
+        raise SystemExit(f"{run_dir / 'last.pt'} was trained with another configuration; refusing to resume")
+    state = payload["extra"]["state"]
+    saved_world = state.get("world_size", 1)  # absent: written by one process
+    if saved_world != dist.world_size:
+        how = "python train/ram_agent.py" if saved_world == 1 else \
+            f"torchrun with --nproc_per_node (x --nnodes) = {saved_world}"
+        raise SystemExit(f"--resume {run_dir}: the run was trained by {saved_world} process(es), this job has "
+                         f"{dist.world_size}; each process's random streams are in last.pt, so continue it with the "
+                         f"same number: {how} ... --resume {run_dir}")
+    if config.epochs < state["epoch"]:
+        raise SystemExit(f"--epochs {config.epochs}: {run_dir} has already trained {state['epoch']} epochs")
+    return payload
+
+
+def summed_errors(result: dict, dist: Distributed) -> dict:
+    """Error rates over all ranks from each rank's counts (rates of unequal parts would not average)."""
+    names = ["wrong", "num_images"] + (["mc_wrong"] if "mc_wrong" in result else [])
+    totals = dist.sum(torch.tensor([result[name] for name in names], dtype=torch.float64)).long().tolist()
+    counts = dict(zip(names, totals, strict=True))
+    summed = {"error": counts["wrong"] / counts["num_images"], **counts}
+    if "mc_wrong" in counts:
+        summed["mc_error"] = counts["mc_wrong"] / counts["num_images"]
+    return summed
+
+
+def distributed_test(model: RecurrentAttentionModel, config: TrainConfig, device: torch.device,
+                     dist: Distributed) -> dict:
+    """The test errors of ``model`` (the best checkpoint's weights), the split shared among the ranks: what
+    evaluate_checkpoint reports for one process (the deterministic error is the same; Monte-Carlo paths are drawn
+    from each rank's own stream)."""
+    started = time.perf_counter()
+    images = dist.shard(torch.arange(SPLIT_SIZES["test"]))
+    env = gym.make_vec("GlimpseMNIST-v0", num_envs=min(config.eval_slots, len(images)), device=device, split="test",
+                       data_dir=config.data_dir or None, **config.env_kwargs())
+    seed = rank_seed(config.seed, dist.rank)
+    env.reset(seed=seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    result = summed_errors(evaluate(model, env, None, config.test_mc, generator, indices=images, counts=True), dist)
+    env.close()
+    result.update(split="test", mc_samples=config.test_mc, seed=config.seed, locations="policy",
+                  seconds=round(time.perf_counter() - started, 2))
+    return result
 
 
 def initialise_from(model: RecurrentAttentionModel, config: TrainConfig, path: Path, device: torch.device) -> None:
@@ -539,15 +841,35 @@ def draw_figure(run_dir: Path, data_dir: str | None) -> None:
     visualize.main(argv + (["--data-dir", data_dir] if data_dir else []))
 
 
+def draw_learning_curves(run_dir: Path) -> None:
+    """The run's learning curves (train/plot.py) as learning-curves.png; a failure to draw costs only the figure."""
+    try:
+        import plot  # a sibling script; imported here so that training needs no matplotlib until the end
+
+        plot.plot_runs([run_dir], run_dir / "learning-curves.png")
+    except Exception as error:
+        print(f"warning: the learning curves were not drawn ({type(error).__name__}: {error}); the run's results "
+              f"are kept", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> dict | None:
     args = build_parser().parse_args(argv)
-    if args.list_presets:
-        for name, values in PRESETS.items():
-            print(f"{name:18s} {values}")
-        return None
-    config = resolve_config(args)
-    command = ["python", *sys.argv] if argv is None else ["python", "train/ram_agent.py", *argv]
-    return train(config, command, resume=bool(args.resume))
+    dist = init_distributed(args.dist_timeout_minutes)
+    try:
+        # The other ranks print nothing but errors (stderr): progress and results come from rank 0.
+        with nullcontext(sys.stdout) if dist.main else open(os.devnull, "w") as out, redirect_stdout(out):
+            if args.list_presets:
+                for name, values in PRESETS.items():
+                    print(f"{name:18s} {values}")
+                return None
+            config = dist.from_rank0(lambda: resolve_config(args))
+            launcher = ["python"] if not dist.active else \
+                ["torchrun", f"--nnodes={dist.world_size // dist.local_world_size}",
+                 f"--nproc_per_node={dist.local_world_size}"]
+            command = [*launcher, *sys.argv] if argv is None else [*launcher, "train/ram_agent.py", *argv]
+            return train(config, command, resume=bool(args.resume), dist=dist)
+    finally:
+        dist.close()
 
 
 if __name__ == "__main__":

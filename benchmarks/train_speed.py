@@ -170,6 +170,14 @@ def has_fast_bf16(device: torch.device) -> bool:
         return False
 
 
+def preset_env(preset: str, slots: int, device: torch.device) -> tuple[gym.vector.VectorEnv, RAMConfig]:
+    """The training env of ``preset`` (seeded) and the model config the trainer would build for it."""
+    env = gym.make_vec("GlimpseMNIST-v0", num_envs=slots, device=device, **PRESETS[preset])
+    env.reset(seed=0)
+    config = RAMConfig.from_spaces(env.single_observation_space, env.single_action_space, learn_first_location=True)
+    return env, config
+
+
 def fresh_model(config: RAMConfig, device: torch.device) -> tuple[RecurrentAttentionModel, torch.optim.Optimizer]:
     torch.manual_seed(0)
     model = RecurrentAttentionModel(config).to(device)
@@ -227,11 +235,7 @@ def scaling(args: argparse.Namespace, chosen: list[str]) -> None:
         raise SystemExit(f"--batch-size {args.batch_size} must be a multiple of --world-size {world}")
     device = torch.device("cpu")
     for preset in chosen:
-        kwargs = PRESETS[preset]
-        env = gym.make_vec("GlimpseMNIST-v0", num_envs=slots, device=device, **kwargs)
-        env.reset(seed=0)
-        config = RAMConfig.from_spaces(env.single_observation_space, env.single_action_space,
-                                       learn_first_location=True)
+        env, config = preset_env(preset, slots, device)
         best = {}  # threads: seconds per step of one process
         for _ in range(args.rounds):
             for threads in (world, 1):
@@ -245,7 +249,7 @@ def scaling(args: argparse.Namespace, chosen: list[str]) -> None:
             port = sock.getsockname()[1]
             sock.close()
             out = str(Path(folder) / "seconds.json")
-            mp.spawn(ddp_worker, args=(port, world, kwargs, args.batch_size, mc, args.steps, args.rounds, out),
+            mp.spawn(ddp_worker, args=(port, world, PRESETS[preset], args.batch_size, mc, args.steps, args.rounds, out),
                      nprocs=world, join=True)
             ranks = json.loads(Path(out).read_text())
         env.close()
@@ -293,10 +297,7 @@ def main() -> None:
                       "auto": ["fp32", "bf16"] if has_fast_bf16(device) else ["fp32"]}[args.precision]
         for preset in chosen:
             kwargs = PRESETS[preset]
-            env = gym.make_vec("GlimpseMNIST-v0", num_envs=slots, device=device, **kwargs)
-            env.reset(seed=0)
-            config = RAMConfig.from_spaces(env.single_observation_space, env.single_action_space,
-                                           learn_first_location=True)
+            env, config = preset_env(preset, slots, device)
             # (label, autocast dtype, slots per canvas): the trainer's way, then the per-slot-canvas comparator.
             variants = [(label, dtypes[label], mc) for label in precisions]
             if kwargs.get("clutter", 0):

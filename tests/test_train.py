@@ -153,3 +153,14 @@ def test_clip_separately_keeps_a_huge_reinforce_gradient_off_the_classifier(tiny
     # One global norm: the same huge REINFORCE gradient all but erases the classifier's gradient.
     assert coupled["classifier.weight"].norm() < 1e-3 * coupled_alone["classifier.weight"].norm()
     assert torch.equal(coupled_alone["classifier.weight"], alone["classifier.weight"])  # rl_weight 0: no change
+
+
+def test_location_noise_is_annealed_over_the_epochs(mnist_dir, tmp_path):
+    config = ram_agent.TrainConfig(loc_std=0.2, loc_std_final=0.05, epochs=4)
+    assert [round(ram_agent.location_std(config, epoch), 6) for epoch in (1, 2, 3, 4)] == [0.2, 0.15, 0.1, 0.05]
+    assert ram_agent.location_std(ram_agent.TrainConfig(loc_std=0.2), 3) == 0.2  # 0: constant
+    run(tmp_path, "annealed", "--epochs", "2", "--loc-std", "0.2", "--loc-std-final", "0.05")
+    # Each checkpoint records the noise its model was last trained with: the final epoch's.
+    assert load_agent(tmp_path / "annealed" / "last.pt").model.config.loc_std == pytest.approx(0.05)
+    with pytest.raises(SystemExit, match="--loc-std-final must be >= 0"):
+        run(tmp_path, "bad", "--loc-std-final", "-0.1")

@@ -89,6 +89,8 @@ class TrainConfig(TaskConfig):
     glimpse_out: int = option(256, "units of the glimpse network's output")
     core_size: int = option(256, "units of the recurrent core")
     loc_std: float = option(0.1, "standard deviation of the Gaussian location policy, on [-1, 1]")
+    loc_std_final: float = option(0.0, "anneal the location policy's standard deviation linearly over the epochs, "
+                                       "from loc_std in the first to this in the last (0: constant loc_std)")
     learn_first_location: bool = option(True, "the agent learns where its first glimpse goes (--no-learn-first-"
                                               "location: the env puts it at --first-location)")
     reinforce_core: bool = option(False, "REINFORCE trains the core and glimpse network too, not only the location "
@@ -151,12 +153,12 @@ PRESETS: dict[str, dict] = {
 }
 # Fields a run folder written before they existed lacks, with the behaviour it was trained with.
 ADDED_LATER = {"learn_first_location": False, "reinforce_core": False, "shared_canvas": False, "init_from": "",
-               "val_subset": 0, "max_nonfinite_steps": 20, "clip_separately": False}
+               "val_subset": 0, "max_nonfinite_steps": 20, "clip_separately": False, "loc_std_final": 0.0}
 # What may change when a run is resumed; everything else must match the run's config.json.
 RESUMABLE_CHANGES = {"epochs", "device", "run_dir", "data_dir", "figure", "eval_slots", "max_nonfinite_steps"}
 # Flags that must be at least this, checked before anything starts (a 0 would fail deep inside, naming no flag).
 MINIMUMS = {"epochs": 1, "batch_size": 1, "mc_samples": 1, "train_subset": 0, "eval_slots": 1, "val_subset": 0,
-            "val_mc": 0, "test_mc": 0, "max_nonfinite_steps": 1}
+            "val_mc": 0, "test_mc": 0, "max_nonfinite_steps": 1, "loc_std_final": 0.0}
 
 
 def add_config_flags(parser: argparse.ArgumentParser, config_class: type, choices: dict[str, list]) -> None:
@@ -222,6 +224,15 @@ def pick_precision(precision: str, device: torch.device) -> torch.dtype | None:
     except OSError:
         has_amx = False
     return torch.bfloat16 if has_amx else None
+
+
+def location_std(config: TrainConfig, epoch: int) -> float:
+    """The location policy's standard deviation in ``epoch`` (1-based): constant, or annealed linearly from
+    ``loc_std`` in the first epoch to ``loc_std_final`` in the last."""
+    if not config.loc_std_final:
+        return config.loc_std
+    progress = (epoch - 1) / max(1, config.epochs - 1)
+    return config.loc_std + (config.loc_std_final - config.loc_std) * progress
 
 
 def learning_rate_factor(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -649,6 +660,8 @@ def train(config: TrainConfig, command: list[str], resume: bool = False, dist: D
     bad_in_a_row = 0
     for epoch in range(start_epoch, config.epochs + 1):
         model.train()
+        # The noise of this epoch's location samples; a checkpoint records the one its model was trained with last.
+        model.config = dataclasses.replace(model.config, loc_std=location_std(config, epoch))
         epoch_start = time.perf_counter()
         order = torch.randperm(num_train, generator=order_generator)
         order = torch.cat([order, order[: steps_per_epoch * config.batch_size - num_train]])  # pad the last batch

@@ -7,8 +7,8 @@
     torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 train/ram_agent.py ...
 
 The agent learns through the env's batched vector env (the env is the data pipeline): every training image is
-shown in M slots, so the baseline and the advantage see M sampled location paths of it; an epoch visits every
-training image once. The hybrid loss: cross-entropy on the final class scores + MSE of the baseline against the
+shown in M slots that show one canvas (--shared-canvas), so the baseline and the advantage see M sampled location
+paths over the same input; an epoch visits every training image once. The hybrid loss: cross-entropy on the final class scores + MSE of the baseline against the
 reward + rl_weight * REINFORCE. Model selection uses the validation split (the last 5,000 training digits); the
 test split is touched once, at the end, by the best checkpoint.
 

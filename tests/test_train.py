@@ -111,17 +111,22 @@ def test_init_from_loads_a_compatible_checkpoint_and_refuses_others(mnist_dir, t
 
 
 def test_learning_curves_are_drawn_and_a_failed_drawing_keeps_the_results(mnist_dir, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(ram_agent, "draw_figure", lambda *args: None)  # the glimpse figure has tests of its own
+    import plot
+    import visualize
+
+    monkeypatch.setattr(visualize, "main", lambda argv: None)  # the glimpse figure has tests of its own
     run(tmp_path, "drawn", "--epochs", "1", "--test-mc", "0", "--figure")
     assert (tmp_path / "drawn" / "learning-curves.png").stat().st_size > 0
-    import plot
 
     def broken(*args, **kwargs):
         raise RuntimeError("no display")
 
     monkeypatch.setattr(plot, "plot_runs", broken)
+    monkeypatch.setattr(visualize, "main", broken)
     results = run(tmp_path, "broken", "--epochs", "1", "--test-mc", "0", "--figure")
-    assert "learning curves were not drawn (RuntimeError: no display)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "learning curves were not drawn (RuntimeError: no display)" in err
+    assert "glimpse paths were not drawn (RuntimeError: no display)" in err
     assert json.loads((tmp_path / "broken" / "results.json").read_text()) == results
     assert not (tmp_path / "broken" / "learning-curves.png").exists()
 

@@ -6,11 +6,11 @@
     torchrun --standalone --nproc_per_node=2 train/ram_agent.py --preset cluttered60-8g   # 2 processes (GPUs)
     torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 train/ram_agent.py ...
 
-The agent learns through the env's batched vector env (the env is the data pipeline): every training image is
-shown in M slots that show one canvas (--shared-canvas), so the baseline and the advantage see M sampled location
-paths over the same input; an epoch visits every training image once. The hybrid loss: cross-entropy on the final class scores + MSE of the baseline against the
-reward + rl_weight * REINFORCE. Model selection uses the validation split (the last 5,000 training digits); the
-test split is touched once, at the end, by the best checkpoint.
+The agent learns through the env's batched vector env (the env is the data pipeline): every training image is shown
+in M slots that show one canvas (--shared-canvas), so the baseline and the advantage see M sampled location paths
+over the same input; an epoch visits every training image once. The hybrid loss: cross-entropy on the final class
+scores + MSE of the baseline against the reward + rl_weight * REINFORCE. Model selection uses the validation split
+(the last 5,000 training digits); the test split is touched once, at the end, by the best checkpoint.
 
 A run folder holds config.json (the resolved configuration), metrics.jsonl (one line per epoch), best.pt and
 last.pt (written atomically each epoch), results.json and a figure of the learned glimpse paths. last.pt is an
@@ -761,8 +761,7 @@ def train(config: TrainConfig, command: list[str], resume: bool = False, dist: D
 
     def finish() -> dict:
         if config.figure:
-            draw_figure(run_dir, data_dir)
-            draw_learning_curves(run_dir)
+            draw_figures(run_dir, data_dir)
         run.write_text("results.json", json.dumps(results, indent=2) + "\n")  # last: it marks the run finished
         print(f"{config.preset}: {format_result(test)}; best validation error {100 * best_val:.2f}%; "
               f"{results['wall_seconds'] / 60:.1f} min on {device}"
@@ -846,23 +845,26 @@ def initialise_from(model: RecurrentAttentionModel, config: TrainConfig, path: P
     print(f"initialised from {path}" + (f" (new: {', '.join(missing)})" if missing else ""))
 
 
-def draw_figure(run_dir: Path, data_dir: str | None) -> None:
-    """The learned glimpse paths on a few test digits, drawn with the env's own retina geometry."""
-    import visualize  # a sibling script; imported here so that training needs no pygame until the end
+def draw_figures(run_dir: Path, data_dir: str | None) -> None:
+    """The learned glimpse paths on a few test digits (train/visualize.py, with the env's own retina geometry) and
+    the learning curves (train/plot.py). A failure to draw costs only that figure, never the run's results."""
+    def glimpse_paths() -> None:
+        import visualize  # sibling scripts, imported here so that training needs no pygame or matplotlib until now
 
-    argv = [str(run_dir / "best.pt"), "--out", str(run_dir), "--name", "glimpse_paths"]
-    visualize.main(argv + (["--data-dir", data_dir] if data_dir else []))
+        argv = [str(run_dir / "best.pt"), "--out", str(run_dir), "--name", "glimpse_paths"]
+        visualize.main(argv + (["--data-dir", data_dir] if data_dir else []))
 
-
-def draw_learning_curves(run_dir: Path) -> None:
-    """The run's learning curves (train/plot.py) as learning-curves.png; a failure to draw costs only the figure."""
-    try:
-        import plot  # a sibling script; imported here so that training needs no matplotlib until the end
+    def learning_curves() -> None:
+        import plot
 
         plot.plot_runs([run_dir], run_dir / "learning-curves.png")
-    except Exception as error:
-        print(f"warning: the learning curves were not drawn ({type(error).__name__}: {error}); the run's results "
-              f"are kept", file=sys.stderr)
+
+    for name, draw in (("glimpse paths", glimpse_paths), ("learning curves", learning_curves)):
+        try:
+            draw()
+        except Exception as error:
+            print(f"warning: the {name} were not drawn ({type(error).__name__}: {error}); the run's results are "
+                  f"kept", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> dict | None:

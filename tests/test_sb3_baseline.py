@@ -44,3 +44,6 @@ def test_presets_come_from_the_ram_trainer() -> None:
     assert sb3_baseline.PRESETS is ram_agent.PRESETS
     config = sb3_baseline.resolve_config(sb3_baseline.build_parser().parse_args(["--preset", "translated60-4g"]))
     assert (config.size, config.scales, config.glimpse_size, config.n_glimpses) == (60, 3, 12, 4)
+    for preset in ram_agent.PRESETS:  # every row, also those that set RAM-only options (reinforce_core)
+        args = sb3_baseline.build_parser().parse_args(["--preset", preset])
+        assert sb3_baseline.resolve_config(args).preset == preset

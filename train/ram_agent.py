@@ -149,7 +149,8 @@ PRESETS: dict[str, dict] = {
     "translated60-6g": dict(TRANSLATED60, n_glimpses=6),
     "translated60-8g": dict(TRANSLATED60, n_glimpses=8),
     "cluttered60-8g": dict(TRANSLATED60, n_glimpses=8, clutter=4),
-    "cluttered100-8g": dict(size=100, scales=4, glimpse_size=12, n_glimpses=8, clutter=8),
+    # REINFORCE into the core: chosen on validation, same init and schedule (17.26% detached vs 14.82% at epoch 11).
+    "cluttered100-8g": dict(size=100, scales=4, glimpse_size=12, n_glimpses=8, clutter=8, reinforce_core=True),
 }
 # Fields a run folder written before they existed lacks, with the behaviour it was trained with.
 ADDED_LATER = {"learn_first_location": False, "reinforce_core": False, "shared_canvas": False, "init_from": "",

@@ -26,6 +26,7 @@ is 0. A run folder (default runs/sb3-<preset>-<algo>-<time>) holds config.json, 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -91,11 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+TASK_FIELDS = {f.name for f in dataclasses.fields(TaskConfig)}
+
+
 def resolve_config(args: argparse.Namespace) -> BaselineConfig:
     """Defaults, then the preset's task arguments, then explicit flags."""
     explicit = explicit_flags(args, BaselineConfig)
     preset = explicit.get("preset", BaselineConfig.preset)
-    return BaselineConfig(**{**PRESETS[preset], **explicit, "preset": preset})
+    task = {k: v for k, v in PRESETS[preset].items() if k in TASK_FIELDS}  # a preset may set RAM-only options too
+    return BaselineConfig(**{**task, **explicit, "preset": preset})
 
 
 def make_model(config: BaselineConfig, env: DummyVecEnv) -> BaseAlgorithm:

@@ -3,16 +3,16 @@
     python benchmarks/train_speed.py                 # CPU (and CUDA when present)
     python benchmarks/train_speed.py --device cuda
 
-For each preset (28x28 / 6 glimpses of 8x8; 60x60 / 4 glimpses of 12x12 x 3 scales; cluttered 60x60 and 100x100 /
-8 glimpses; 128 images x M=10 slots, the M paths of an image over one canvas as the trainer does) it times full
-training steps (rollout through the batched env, hybrid loss, backward, Adam) in float32 and, where bf16 is fast
-(CUDA, CPUs with AMX) or asked for, in bf16 autocast, and splits one step's time into env (retina and reset), model
-forward, backward and optimizer. Comparators, run in the same process:
+For each preset (28x28 / 6 glimpses of 8x8; 60x60 / 4 glimpses of 12x12 x 3 scales; cluttered 60x60 and 100x100 / 8
+glimpses; 128 images x M=10 slots, the M paths of an image over one canvas: the trainer's --shared-canvas) it times
+full training steps (rollout through the batched env, hybrid loss, backward, Adam) in float32 and, where bf16 is
+fast (CUDA, CPUs with AMX) or asked for, in bf16 autocast, and splits one step's time into env (retina and reset),
+model forward, backward and optimizer. Comparators, run in the same process:
 
 * the same step with the retina computed image by image in a Python loop (crop, pad, average-pool), the way
   per-sample retinas of public RAM implementations work (``--loop-steps``, CPU);
-* on the cluttered presets, the same step with a canvas of its own for every slot (the trainer's
-  ``--no-shared-canvas``, its default before shared canvases): 10x the canvases to compose and sum per step.
+* on the cluttered presets, the same step with a canvas of its own for every slot (the trainer's default):
+  10x the canvases to compose and sum per step.
 
     python benchmarks/train_speed.py --world-size 2    # scaling: 2 ranks x 1 thread vs 1 process x 2 threads
 

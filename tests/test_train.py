@@ -169,3 +169,47 @@ def test_location_noise_is_annealed_over_the_epochs(mnist_dir, tmp_path):
     assert load_agent(tmp_path / "annealed" / "last.pt").model.config.loc_std == pytest.approx(0.05)
     with pytest.raises(SystemExit, match="--loc-std-final must be >= 0"):
         run(tmp_path, "bad", "--loc-std-final", "-0.1")
+
+
+def test_weight_average_is_validated_kept_and_resumed(mnist_dir, tmp_path, monkeypatch):
+    straight = run(tmp_path, "straight", "--epochs", "2", "--ema-decay", "0.9")
+    last = read_checkpoint(tmp_path / "straight" / "last.pt")
+    average = {k.removeprefix("module."): v for k, v in last["extra"]["average"].items() if k.startswith("module.")}
+    live = last["model"]
+    assert any(not torch.equal(average[k], live[k]) for k in live)  # an average, not the live weights
+    rows = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert all("val_error_live" in row for row in rows)
+    best_epoch = min(rows, key=lambda row: row["val_error"])["epoch"]
+    if best_epoch == 2:  # best.pt holds the averaged weights, which the test figure is computed from
+        best = read_checkpoint(tmp_path / "straight" / "best.pt")["model"]
+        assert all(torch.equal(best[k], average[k]) for k in best)
+
+    # Killed in the second epoch, then resumed: the average goes on exactly where it stopped.
+    calls = []
+    real_evaluate = ram_agent.evaluate
+
+    def killed_in_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # epoch 1 validates twice (average and live weights)
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(ram_agent, "evaluate", killed_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, "stopped", "--epochs", "2", "--ema-decay", "0.9")
+    monkeypatch.setattr(ram_agent, "evaluate", real_evaluate)
+    resumed = ram_agent.main(["--resume", str(tmp_path / "stopped")])
+    again = read_checkpoint(tmp_path / "stopped" / "last.pt")["extra"]["average"]
+    assert all(torch.equal(again[k], last["extra"]["average"][k]) for k in again)
+    assert [resumed["test"][k] for k in ("error", "mc_error")] == [straight["test"][k] for k in ("error", "mc_error")]
+    with pytest.raises(SystemExit, match="refusing to continue.*ema_decay"):
+        ram_agent.main(["--resume", str(tmp_path / "stopped"), "--ema-decay", "0.5", "--epochs", "3"])
+
+
+def test_a_near_zero_decay_averages_nothing_and_bad_decays_are_refused(mnist_dir, tmp_path):
+    run(tmp_path, "none", "--epochs", "1", "--ema-decay", "1e-12")
+    rows = [json.loads(line) for line in (tmp_path / "none" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["val_error"] == rows[0]["val_error_live"]
+    for bad in ("1", "-0.1", "1.5"):
+        with pytest.raises(SystemExit, match="--ema-decay must be in"):
+            run(tmp_path, f"bad{bad}", "--ema-decay", bad)

@@ -46,6 +46,7 @@ import torch
 import torch.distributed as torch_dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 import glimpse_env  # noqa: F401  (registers GlimpseMNIST-v0)
@@ -115,6 +116,9 @@ class TrainConfig(TaskConfig):
     warmup_epochs: float = option(0.5, "epochs of linear learning-rate warm-up")
     weight_decay: float = option(0.0, "Adam(W) weight decay")
     rl_weight: float = option(1.0, "weight of the REINFORCE term in the hybrid loss")
+    ema_decay: float = option(0.0, "keep an exponential moving average of the weights with this decay per step "
+                                   "(e.g. 0.999); validation, best.pt and the test then use the average, and "
+                                   "the metrics also give the live weights' val_error_live (0: off)")
     grad_clip: float = option(5.0, "clip the gradient's global norm to this (0: no clipping)")
     clip_separately: bool = option(False, "clip the supervised gradient (cross-entropy + baseline) and the "
                                           "REINFORCE gradient to --grad-clip each, then add them (else one global "
@@ -157,7 +161,8 @@ PRESETS: dict[str, dict] = {
 }
 # Fields a run folder written before they existed lacks, with the behaviour it was trained with.
 ADDED_LATER = {"learn_first_location": False, "reinforce_core": False, "shared_canvas": False, "init_from": "",
-               "val_subset": 0, "max_nonfinite_steps": 20, "clip_separately": False, "loc_std_final": 0.0}
+               "val_subset": 0, "max_nonfinite_steps": 20, "clip_separately": False, "loc_std_final": 0.0,
+               "ema_decay": 0.0}
 # What may change when a run is resumed; everything else must match the run's config.json.
 RESUMABLE_CHANGES = {"epochs", "device", "run_dir", "data_dir", "figure", "eval_slots", "max_nonfinite_steps"}
 # Flags that must be at least this, checked before anything starts (a 0 would fail deep inside, naming no flag).
@@ -258,6 +263,8 @@ def check_flags(config: TrainConfig) -> None:
         if getattr(config, name) < minimum:
             flag = "--" + name.replace("_", "-")
             raise SystemExit(f"{flag} must be >= {minimum}; got {getattr(config, name)}")
+    if not 0.0 <= config.ema_decay < 1.0:
+        raise SystemExit(f"--ema-decay must be in [0, 1) (0: off); got {config.ema_decay}")
     if config.lr_schedule not in ("cosine", "constant"):
         raise SystemExit(f"--lr-schedule must be cosine or constant; got {config.lr_schedule!r}")
 
@@ -619,6 +626,9 @@ def train(config: TrainConfig, command: list[str], resume: bool = False, dist: D
                                          **config.model_kwargs())
     model = RecurrentAttentionModel(model_config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    # The averaged weights, when --ema-decay asks for them: updated after each step, they are what is validated,
+    # kept as best.pt and tested. Set up after --init-from/the broadcast below, so they start from those weights.
+    average: AveragedModel | None = None
     steps_per_epoch = math.ceil(num_train / config.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: learning_rate_factor(config, step, steps_per_epoch))
@@ -633,6 +643,8 @@ def train(config: TrainConfig, command: list[str], resume: bool = False, dist: D
         if not dist.main:
             torch.manual_seed(seed)  # rank 0's location noise goes on from the run's seed, as one process's does
 
+    if config.ema_decay:
+        average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
     payload = None
     if resuming:
         payload = dist.from_rank0(lambda: read_last_checkpoint(run_dir, config, device, dist))
@@ -640,6 +652,8 @@ def train(config: TrainConfig, command: list[str], resume: bool = False, dist: D
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["extra"]["optimizer"])
         scheduler.load_state_dict(payload["extra"]["scheduler"])
+        if average is not None:
+            average.load_state_dict(payload["extra"]["average"])
         start_epoch, best_val, wall_before = state["epoch"] + 1, state["best_val_error"], state["wall_seconds"]
         best_epoch = state.get("best_epoch", 0)  # 0: written before last.pt recorded it
         print(f"resuming {run_dir} at epoch {start_epoch} (best validation error {100 * best_val:.2f}%)")
@@ -686,6 +700,8 @@ def train(config: TrainConfig, command: list[str], resume: bool = False, dist: D
             # Every rank takes or skips the step: a NaN loss on one rank alone must not split the weights.
             if dist.all_true(torch.isfinite(loss.total) & torch.isfinite(grad_norm)):
                 optimizer.step()
+                if average is not None:
+                    average.update_parameters(model)
                 parts = (loss.total, loss.cross_entropy, loss.baseline, loss.reinforce, episodes.reward.mean())
                 totals += torch.stack([part.detach().float() for part in parts])
                 bad_in_a_row = 0
@@ -703,14 +719,12 @@ def train(config: TrainConfig, command: list[str], resume: bool = False, dist: D
                                 val_error=last_val_error)
         train_seconds = time.perf_counter() - epoch_start
 
-        val_env.reset(seed=seed)  # the same first locations at every validation
-        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            generator = torch.Generator(device=device).manual_seed(seed)
-            if dist.active:  # each rank its part; the counts of wrong answers add up to the split's
-                val = summed_errors(evaluate(model, val_env, None, config.val_mc, generator, indices=val_images,
-                                             counts=True), dist)
-            else:
-                val = evaluate(model, val_env, num_val, config.val_mc, generator)
+        kept = model  # the weights that are validated, kept as best.pt and tested
+        if average is not None:
+            kept = average.module
+            kept.config = model.config  # this epoch's loc_std, recorded with the weights
+            live = validate(model, val_env, val_images, num_val, config, seed, device, autocast_dtype, dist)
+        val = validate(kept, val_env, val_images, num_val, config, seed, device, autocast_dtype, dist)
         means = (dist.sum(totals) / dist.world_size / (steps_per_epoch - nonfinite)).tolist()  # NaN if none: null
         metrics = {"epoch": epoch, **dict(zip(("loss", "cross_entropy", "baseline", "reinforce", "reward"), means,
                                               strict=True)),
@@ -721,6 +735,8 @@ def train(config: TrainConfig, command: list[str], resume: bool = False, dist: D
                    "wall_seconds": round(time.perf_counter() - started, 1)}
         if "mc_error" in val:
             metrics["val_mc_error"] = val["mc_error"]
+        if average is not None:
+            metrics["val_error_live"] = live["error"]
         last_val_error = f"{100 * val['error']:.2f}%"
         selection = val.get("mc_error", val["error"])
         improved = selection < best_val  # the same on every rank: the counts were summed
@@ -734,11 +750,12 @@ def train(config: TrainConfig, command: list[str], resume: bool = False, dist: D
         extra = {"train_config": {"model_kwargs": config.model_kwargs(), **asdict(config)}, "metrics": metrics}
 
         if dist.main:  # last.pt first: it commits the epoch; best.pt and the metrics line follow from it
+            averaged = {"average": average.state_dict()} if average is not None else {}
             run.save("last.pt", model, config.env_kwargs(),
                      {**extra, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                      "state": state})
+                      "state": state, **averaged})
             if improved:
-                run.save("best.pt", model, config.env_kwargs(), extra)
+                run.save("best.pt", kept, config.env_kwargs(), extra)
             run.log(metrics)
             tqdm.write(f"epoch {epoch:3d}  loss {metrics['loss']:.4f}  train reward {metrics['reward']:.4f}  "
                        f"val error {100 * val['error']:.2f}%{' *' if improved else ''}  "
@@ -795,6 +812,19 @@ def read_last_checkpoint(run_dir: Path, config: TrainConfig, device: torch.devic
     if config.epochs < state["epoch"]:
         raise SystemExit(f"--epochs {config.epochs}: {run_dir} has already trained {state['epoch']} epochs")
     return payload
+
+
+def validate(model: RecurrentAttentionModel, val_env: Any, val_images: torch.Tensor, num_val: int,
+             config: TrainConfig, seed: int, device: torch.device, autocast_dtype: torch.dtype | None,
+             dist: Distributed) -> dict:
+    """The validation error of ``model``, with the same first locations and noise at every call."""
+    val_env.reset(seed=seed)
+    with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+        generator = torch.Generator(device=device).manual_seed(seed)
+        if dist.active:  # each rank its part; the counts of wrong answers add up to the split's
+            return summed_errors(evaluate(model, val_env, None, config.val_mc, generator, indices=val_images,
+                                          counts=True), dist)
+        return evaluate(model, val_env, num_val, config.val_mc, generator)
 
 
 def summed_errors(result: dict, dist: Distributed) -> dict:

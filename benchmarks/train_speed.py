@@ -6,8 +6,8 @@
 For each preset (28x28 / 6 glimpses of 8x8; 60x60 / 4 glimpses of 12x12 x 3 scales; cluttered 60x60 and 100x100 / 8
 glimpses; 128 images x M=10 slots, the M paths of an image over one canvas: the trainer's --shared-canvas) it times
 full training steps (rollout through the batched env, hybrid loss, backward, Adam) in float32 and, where bf16 is
-fast (CUDA, CPUs with AMX) or asked for, in bf16 autocast, and splits one step's time into env (retina and reset),
-model forward, backward and optimizer. Comparators, run in the same process:
+fast (CUDA, CPUs with AMX or AVX-512 BF16) or asked for, in bf16 autocast, and splits one step's time into env
+(retina and reset), model forward, backward and optimizer. Comparators, run in the same process:
 
 * the same step with the retina computed image by image in a Python loop (crop, pad, average-pool), the way
   per-sample retinas of public RAM implementations work (``--loop-steps``, CPU);
@@ -44,6 +44,9 @@ import glimpse_env  # noqa: F401
 from agents import RAMConfig, RecurrentAttentionModel, hybrid_loss, run_episodes
 from glimpse_env.retina import location_to_pixel
 from glimpse_env.vector_env import resolve_device
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
+from ram_agent import has_fast_bf16  # noqa: E402  (the trainer's rule for when --precision auto means bf16)
 
 PRESETS = {
     "28x28, 6 glimpses, 8x8": dict(size=28, scales=1, glimpse_size=8, n_glimpses=6),
@@ -161,15 +164,6 @@ def breakdown(model, env, optimizer, autocast_dtype, device, batch: int, mc: int
     return {key: 1000 * value / repeats for key, value in times.items()}
 
 
-def has_fast_bf16(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        return "amx_bf16" in open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-
-
 def preset_env(preset: str, slots: int, device: torch.device) -> tuple[gym.vector.VectorEnv, RAMConfig]:
     """The training env of ``preset`` (seeded) and the model config the trainer would build for it."""
     env = gym.make_vec("GlimpseMNIST-v0", num_envs=slots, device=device, **PRESETS[preset])
@@ -192,7 +186,6 @@ def ddp_worker(rank: int, port: int, world_size: int, kwargs: dict, batch: int, 
                       LOCAL_WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
                       OMP_NUM_THREADS="1")
     torch.set_num_threads(1)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
     import ram_agent
 
     dist = ram_agent.init_distributed(10.0)
@@ -272,7 +265,7 @@ def main() -> None:
     parser.add_argument("--mc-samples", type=int, default=10, help="M: slots per image")
     parser.add_argument("--loop-steps", type=int, default=2, help="timed steps of the per-sample-loop comparator")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "both"), default="auto",
-                        help="auto: fp32, and bf16 too where it is fast (CUDA, CPUs with AMX)")
+                        help="auto: fp32, and bf16 too where it is fast (CUDA, CPUs with AMX or AVX-512 BF16)")
     parser.add_argument("--presets", default=None,
                         help="comma-separated substrings of preset names (default all; with --world-size, 28x28)")
     parser.add_argument("--world-size", type=int, default=0,

@@ -213,3 +213,21 @@ def test_a_near_zero_decay_averages_nothing_and_bad_decays_are_refused(mnist_dir
     for bad in ("1", "-0.1", "1.5"):
         with pytest.raises(SystemExit, match="--ema-decay must be in"):
             run(tmp_path, f"bad{bad}", "--ema-decay", bad)
+
+
+@pytest.mark.parametrize("flags, expected", [("fpu sse avx2 fma avx512f", None),
+                                             ("avx2 avx512f avx512_bf16", torch.bfloat16),
+                                             ("avx512f amx_bf16 amx_tile", torch.bfloat16)])
+def test_auto_precision_is_bf16_only_on_cpus_with_bf16_instructions(monkeypatch, flags, expected):
+    monkeypatch.setattr(ram_agent.Path, "read_text", lambda self, *args, **kwargs: f"flags\t\t: {flags}\n")
+    cpu = torch.device("cpu")
+    assert ram_agent.pick_precision("auto", cpu) == expected
+    assert ram_agent.pick_precision("fp32", cpu) is None and ram_agent.pick_precision("bf16", cpu) == torch.bfloat16
+
+
+def test_auto_precision_is_fp32_where_the_cpu_cannot_be_read(monkeypatch):
+    def unreadable(self, *args, **kwargs):
+        raise OSError("no /proc here")
+
+    monkeypatch.setattr(ram_agent.Path, "read_text", unreadable)
+    assert ram_agent.pick_precision("auto", torch.device("cpu")) is None

@@ -133,7 +133,8 @@ class TrainConfig(TaskConfig):
     # the run
     seed: int = option(0, "seed of everything random in the run")
     device: str = option("auto", "auto (CUDA when present), cpu or cuda")
-    precision: str = option("auto", "bf16 (autocast), fp32, or auto: bf16 on CUDA and on CPUs with AMX")
+    precision: str = option("auto", "bf16 (autocast), fp32, or auto: bf16 on CUDA and on CPUs with bf16 "
+                                             "instructions (AMX or AVX-512 BF16)")
     run_dir: str = option("", "run folder (default: runs/<preset>-<time>)")
     data_dir: str = option("", "MNIST folder (default: $GLIMPSE_MNIST_DIR, else a download)")
     figure: bool = option(True, "draw the learned glimpse paths (PNG and GIF) into the run folder at the end")
@@ -226,13 +227,20 @@ def pick_precision(precision: str, device: torch.device) -> torch.dtype | None:
         return None
     if precision == "bf16":
         return torch.bfloat16
+    return torch.bfloat16 if has_fast_bf16(device) else None
+
+
+def has_fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 matmuls are fast on ``device``: CUDA that supports them, or a CPU with bf16 instructions (AMX
+    tiles on Xeons; AVX-512 BF16, e.g. on recent AMD EPYCs, where a training step ran 2.5-3.6x faster than in
+    fp32). Elsewhere bf16 is emulated and slower than fp32."""
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    try:  # bf16 matmuls are fast on CPUs with AMX tiles, slow elsewhere
-        has_amx = "amx_bf16" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        has_amx = False
-    return torch.bfloat16 if has_amx else None
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: no way to tell here, so fp32
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def location_std(config: TrainConfig, epoch: int) -> float:

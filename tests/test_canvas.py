@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from glimpse_env.canvas import (
+    CANVAS_CHUNK,
     DISTRACTOR_SIDE,
     Layout,
     canvas_integrals,
@@ -17,7 +18,7 @@ from glimpse_env.canvas import (
 )
 from glimpse_env.data import DigitSet, load_digits
 from glimpse_env.env import GlimpseMNISTEnv
-from glimpse_env.retina import glimpse_from_integral, retina
+from glimpse_env.retina import glimpse_from_integral, integral_image, retina
 from glimpse_env.vector_env import GlimpseMNISTVectorEnv
 
 CPU = torch.device("cpu")
@@ -143,6 +144,17 @@ def test_canvas_integrals_read_the_composed_canvas(tiny_digits: DigitSet, clutte
     from_tables = glimpse_from_integral(canvas_integrals(tiny_digits, indices, layout, 60), locations, 12, 3)
     expected = retina(compose(tiny_digits, indices, layout, 60), locations, 12, 3)
     torch.testing.assert_close(from_tables, expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("batch", [CANVAS_CHUNK - 1, CANVAS_CHUNK, CANVAS_CHUNK + 1, 3 * CANVAS_CHUNK + 17])
+def test_canvases_summed_in_chunks_equal_the_whole_batch_summed_at_once(tiny_digits: DigitSet, batch: int) -> None:
+    generator = torch.Generator().manual_seed(batch)
+    indices = torch.randint(0, len(tiny_digits), (batch,), generator=generator)
+    layout = random_layout(batch, 100, 8, len(tiny_digits), generator, CPU)
+    chunked = canvas_integrals(tiny_digits, indices, layout, 100)
+    whole = integral_image(compose(tiny_digits, indices, layout, 100))
+    assert chunked.table.shape == whole.table.shape and chunked.table.dtype == whole.table.dtype
+    assert torch.equal(chunked.table, whole.table) and chunked.value_scale == whole.value_scale
 
 
 # --- splits

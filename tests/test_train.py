@@ -231,3 +231,46 @@ def test_auto_precision_is_fp32_where_the_cpu_cannot_be_read(monkeypatch):
 
     monkeypatch.setattr(ram_agent.Path, "read_text", unreadable)
     assert ram_agent.pick_precision("auto", torch.device("cpu")) is None
+
+
+def test_a_recipe_trains_its_stages_in_turn_and_continues_where_it_stopped(mnist_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(ram_agent.RECIPES, "mnist28-6g", [dict(epochs=1), dict(epochs=2, lr=5e-4, reinforce_core=True)])
+    recipe = [*QUICK, "--recipe", "mnist28-6g"]
+    straight = ram_agent.main([*recipe, "--run-dir", str(tmp_path / "straight")])
+    first, second = (json.loads((tmp_path / "straight" / f"stage{i}" / "config.json").read_text()) for i in (1, 2))
+    assert first["epochs"] == 1 and first["init_from"] == "" and not first["reinforce_core"]
+    assert second["init_from"] == str(tmp_path / "straight" / "stage1" / "best.pt")
+    assert (second["epochs"], second["lr"], second["reinforce_core"]) == (2, 5e-4, True)
+    assert first["n_glimpses"] == second["n_glimpses"] == 3  # flags given with --recipe reach every stage
+    assert straight == json.loads((tmp_path / "straight" / "stage2" / "results.json").read_text())
+    assert "initialised from" in capsys.readouterr().out
+
+    calls = []
+    real_evaluate = ram_agent.evaluate
+
+    def killed_in_the_second_stage(*args, **kwargs):  # stage 1 validates once; stage 2 is killed in its epoch 2
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(ram_agent, "evaluate", killed_in_the_second_stage)
+    with pytest.raises(KeyboardInterrupt):
+        ram_agent.main([*recipe, "--run-dir", str(tmp_path / "stopped")])
+    monkeypatch.setattr(ram_agent, "evaluate", real_evaluate)
+    stage1_metrics = (tmp_path / "stopped" / "stage1" / "metrics.jsonl").read_text()
+    again = ram_agent.main([*recipe, "--run-dir", str(tmp_path / "stopped")])  # the same command continues it
+    out = capsys.readouterr().out
+    assert "is finished" in out and "resuming" in out
+    assert (tmp_path / "stopped" / "stage1" / "metrics.jsonl").read_text() == stage1_metrics  # not trained again
+    a = read_checkpoint(tmp_path / "straight" / "stage2" / "last.pt")["model"]
+    b = read_checkpoint(tmp_path / "stopped" / "stage2" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert again["test"]["error"] == straight["test"]["error"]
+    assert (tmp_path / "stopped" / "stage2" / "command.txt").read_text().rstrip().endswith("# stage 2 of 2")
+
+
+def test_a_recipe_refuses_resume_and_init_from(mnist_dir, tmp_path):
+    for extra in (["--resume", str(tmp_path)], ["--init-from", str(tmp_path / "x.pt")]):
+        with pytest.raises(SystemExit, match="--recipe starts each stage from the one before"):
+            ram_agent.main([*QUICK, "--recipe", "cluttered60-8g", *extra])

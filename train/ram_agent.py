@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, redirect_stdout
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -160,6 +161,17 @@ PRESETS: dict[str, dict] = {
     # REINFORCE into the core: chosen on validation, same init and schedule (17.26% detached vs 14.82% at epoch 11).
     "cluttered100-8g": dict(size=100, scales=4, glimpse_size=12, n_glimpses=8, clutter=8, reinforce_core=True),
 }
+# How the shipped checkpoints of the rows that took more than one run were trained, one command each:
+# `--recipe NAME` trains the stages in turn, each a run of its own (folder stage<i> of the recipe's run folder) that
+# starts from the previous stage's best.pt; a stage's values override the preset's, flags given with --recipe
+# override every stage's. Stage values are those each shipped stage ran with (its assets/runs/*/config.json).
+RECIPES: dict[str, list[dict]] = {
+    "translated60-4g": [dict(), dict(shared_canvas=True, epochs=30, lr=5e-4, warmup_epochs=1)],
+    "cluttered60-8g": [dict(learn_first_location=False),
+                       dict(reinforce_core=True, shared_canvas=True, epochs=50, lr=1e-3, warmup_epochs=1)],
+    "cluttered100-8g": [dict(learn_first_location=False, reinforce_core=False),
+                        dict(shared_canvas=True, epochs=50, lr=1e-3, warmup_epochs=1)],
+}
 # Fields a run folder written before they existed lacks, with the behaviour it was trained with.
 ADDED_LATER = {"learn_first_location": False, "reinforce_core": False, "shared_canvas": False, "init_from": "",
                "val_subset": 0, "max_nonfinite_steps": 20, "clip_separately": False, "loc_std_final": 0.0,
@@ -192,7 +204,10 @@ def explicit_flags(args: argparse.Namespace, config_class: type) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
-    parser.add_argument("--list-presets", action="store_true", help="print the presets and exit")
+    parser.add_argument("--list-presets", action="store_true", help="print the presets and recipes and exit")
+    parser.add_argument("--recipe", choices=list(RECIPES), help="train a row's whole recipe, stage after stage, in "
+                        "RUN_DIR/stage1, stage2, ... (RUN_DIR: --run-dir, default runs/<recipe>-recipe); the same "
+                        "command again continues it where it stopped")
     parser.add_argument("--dist-timeout-minutes", type=float, default=30.0,
                         help="under torchrun: a collective that some rank does not join within this fails, and the "
                              "job stops with an error, rather than hanging on a dead rank (default: 30)")
@@ -800,6 +815,32 @@ def train(config: TrainConfig, command: list[str], resume: bool = False, dist: D
     return dist.from_rank0(finish)
 
 
+def run_recipe(args: argparse.Namespace, command: list[str], dist: Distributed) -> dict:
+    """Train the stages of ``--recipe`` in turn (see RECIPES); a finished stage is skipped, a started one resumed."""
+    explicit = explicit_flags(args, TrainConfig)
+    root = Path(explicit.pop("run_dir", "") or f"runs/{args.recipe}-recipe")
+    stages = RECIPES[args.recipe]
+    results: dict = {}
+    for number in range(1, len(stages) + 1):
+        config, started = dist.from_rank0(partial(recipe_stage, args, explicit, root, number))
+        print(f"--recipe {args.recipe}: stage {number} of {len(stages)} in {config.run_dir}")
+        results = train(config, [*command, f"# stage {number} of {len(stages)}"], resume=started, dist=dist)
+    return results
+
+
+def recipe_stage(args: argparse.Namespace, explicit: dict, root: Path, number: int) -> tuple[TrainConfig, bool]:
+    """The configuration of stage ``number`` of ``--recipe``, and whether it was started before (then its own
+    config.json goes on, as with --resume)."""
+    stage_dir = root / f"stage{number}"
+    if (stage_dir / "config.json").is_file():
+        return resolve_config(argparse.Namespace(**{**vars(args), "resume": str(stage_dir)})), True
+    stage = RECIPES[args.recipe][number - 1]
+    init = {"init_from": str(root / f"stage{number - 1}" / "best.pt")} if number > 1 else {}
+    preset = stage.get("preset", args.recipe)
+    values = {**PRESETS[preset], **stage, **explicit, **init, "preset": preset, "run_dir": str(stage_dir)}
+    return TrainConfig(**values), False
+
+
 def read_last_checkpoint(run_dir: Path, config: TrainConfig, device: torch.device, dist: Distributed) -> dict:
     """last.pt, checked against this run's configuration and number of processes (read onto the CPU for a
     broadcast when there are several)."""
@@ -918,12 +959,19 @@ def main(argv: list[str] | None = None) -> dict | None:
             if args.list_presets:
                 for name, values in PRESETS.items():
                     print(f"{name:18s} {values}")
+                for name, stages in RECIPES.items():
+                    print(f"--recipe {name}: " + " -> ".join(str(stage) for stage in stages))
                 return None
-            config = dist.from_rank0(lambda: resolve_config(args))
+            if args.recipe and (args.resume or hasattr(args, "init_from")):
+                raise SystemExit("--recipe starts each stage from the one before and continues by itself: run the "
+                                 "same --recipe command again instead of --resume; --init-from does not apply")
+            config = None if args.recipe else dist.from_rank0(lambda: resolve_config(args))
             launcher = ["python"] if not dist.active else \
                 ["torchrun", f"--nnodes={dist.world_size // dist.local_world_size}",
                  f"--nproc_per_node={dist.local_world_size}"]
             command = [*launcher, *sys.argv] if argv is None else [*launcher, "train/ram_agent.py", *argv]
+            if args.recipe:
+                return run_recipe(args, command, dist)
             return train(config, command, resume=bool(args.resume), dist=dist)
     finally:
         dist.close()

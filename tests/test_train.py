@@ -104,8 +104,11 @@ def test_init_from_loads_a_compatible_checkpoint_and_refuses_others(mnist_dir, t
     tuned = load_agent(tmp_path / "fine" / "last.pt").model.state_dict()
     assert all(torch.allclose(loaded[k], tuned[k], atol=1e-6) for k in loaded)
     assert "first_location_logit" in tuned  # new in this run: starts at its own initialisation
-    with pytest.raises(SystemExit, match="init-from.*n_glimpses"):
-        run(tmp_path, "other", "--epochs", "1", "--init-from", str(source), "--n-glimpses", "4")
+    # A curriculum: another task with the same retina and architecture (here more glimpses) starts from it too.
+    run(tmp_path, "longer", "--epochs", "1", "--init-from", str(source), "--n-glimpses", "4")
+    assert "trained on another task: {'n_glimpses': (3, 4)}" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="init-from.*another architecture or retina.*scales"):
+        run(tmp_path, "other", "--epochs", "1", "--init-from", str(source), "--scales", "2")
     with pytest.raises(SystemExit, match="init-from.*core_size"):
         run(tmp_path, "wider", "--epochs", "1", "--init-from", str(source), "--core-size", "64")
 

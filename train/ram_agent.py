@@ -109,8 +109,9 @@ class TrainConfig(TaskConfig):
     shared_canvas: bool = option(False, "the M paths of an image look at one canvas (the paper's M samples of one "
                                         "episode; 1.2-1.7x faster on cluttered rows); default: each path gets its "
                                         "own translation and clutter")
-    init_from: str = option("", "start from the weights of this checkpoint (same architecture and task), not from "
-                                "a random initialisation")
+    init_from: str = option("", "start from the weights of this checkpoint (same architecture and retina; the task "
+                                "may differ: translated -> cluttered, fewer distractors -> more), not from a random "
+                                "initialisation")
     lr: float = option(2e-3, "peak learning rate of Adam")
     lr_schedule: str = option("cosine", "cosine (warm-up, then cosine decay to lr_final) or constant")
     lr_final: float = option(1e-5, "learning rate at the end of the cosine schedule")
@@ -907,25 +908,25 @@ def distributed_test(model: RecurrentAttentionModel, config: TrainConfig, device
 
 
 def initialise_from(model: RecurrentAttentionModel, config: TrainConfig, path: Path, device: torch.device) -> None:
-    """Load a trained checkpoint's weights into ``model``: same task and architecture; how gradients flow, the
-    location noise and a learned first glimpse (absent from a checkpoint trained without one) may differ."""
+    """Load a trained checkpoint's weights into ``model``: the same architecture and retina; how gradients flow, the
+    location noise and a learned first glimpse (absent from a checkpoint trained without one) may differ, and so may
+    the task, for a curriculum: translated -> cluttered, fewer distractors -> more, fewer glimpses -> more (the model
+    does not depend on the canvas, the clutter or the number of glimpses; locations are relative to the canvas)."""
     payload = read_checkpoint(path, device)
-    def task(env_kwargs: dict) -> dict:  # where the first glimpse goes may differ too
-        return {k: v for k, v in env_kwargs.items() if k != "first_location"}
-
-    if task(payload["env_kwargs"]) != task(config.env_kwargs()):
-        raise SystemExit(f"--init-from {path}: trained on {payload['env_kwargs']}, this run is {config.env_kwargs()}")
     free = {"loc_std", "reinforce_core", "learn_first_location"}
     ours = {k: v for k, v in dataclasses.asdict(model.config).items() if k not in free}
     theirs = {k: v for k, v in payload["model_config"].items() if k not in free}
     if ours != theirs:
         diff = {k: (theirs.get(k), v) for k, v in ours.items() if theirs.get(k) != v}
-        raise SystemExit(f"--init-from {path}: another architecture ({diff}, checkpoint vs this run)")
+        raise SystemExit(f"--init-from {path}: another architecture or retina ({diff}, checkpoint vs this run)")
     missing, unexpected = model.load_state_dict(payload["model"], strict=False)
     optional = {"first_location_logit", "first_baseline"}
     if unexpected or set(missing) - optional:
         raise SystemExit(f"--init-from {path}: weights do not fit (missing {missing}, unexpected {unexpected})")
-    print(f"initialised from {path}" + (f" (new: {', '.join(missing)})" if missing else ""))
+    task = {k: (payload["env_kwargs"].get(k), v) for k, v in config.env_kwargs().items()
+            if payload["env_kwargs"].get(k) != v}
+    print(f"initialised from {path}" + (f" (new: {', '.join(missing)})" if missing else "")
+          + (f" (trained on another task: {task}, checkpoint vs this run)" if task else ""))
 
 
 def draw_figures(run_dir: Path, data_dir: str | None) -> None:

@@ -11,8 +11,8 @@ fast (CUDA, CPUs with AMX or AVX-512 BF16) or asked for, in bf16 autocast, and s
 
 * the same step with the retina computed image by image in a Python loop (crop, pad, average-pool), the way
   per-sample retinas of public RAM implementations work (``--loop-steps``, CPU);
-* on the cluttered presets, the same step with a canvas of its own for every slot (the trainer's default):
-  10x the canvases to compose and sum per step.
+* on the cluttered presets, the same step with a canvas of its own for every slot (the trainer's default), in
+  each precision: 10x the canvases to compose and sum per step.
 
     python benchmarks/train_speed.py --world-size 2    # scaling: 2 ranks x 1 thread vs 1 process x 2 threads
 
@@ -291,10 +291,11 @@ def main() -> None:
         for preset in chosen:
             kwargs = PRESETS[preset]
             env, config = preset_env(preset, slots, device)
-            # (label, autocast dtype, slots per canvas): the trainer's way, then the per-slot-canvas comparator.
+            # (label, autocast dtype, slots per canvas): one canvas per image (--shared-canvas), and on the cluttered
+            # presets a canvas per slot (the trainer's default), in each precision.
             variants = [(label, dtypes[label], mc) for label in precisions]
             if kwargs.get("clutter", 0):
-                variants.append((f"{precisions[0]}, a canvas per slot (comparator)", dtypes[precisions[0]], 1))
+                variants += [(f"{label}, a canvas per slot", dtypes[label], 1) for label in precisions]
             best: dict[str, float] = {}
             for _ in range(args.rounds):
                 for label, dtype, shared in variants:
@@ -311,10 +312,10 @@ def main() -> None:
                       f"{EPOCH_EPISODES * seconds / slots:.1f} s/epoch (M=10); one step {1000 * seconds:.1f} ms: "
                       f"{share} (env {100 * parts['env'] / sum(parts.values()):.0f}% of the step)")
             if kwargs.get("clutter", 0):
-                label = precisions[0]
-                ratio = best[variants[-1][0]] / best[label]
-                print(f"[{device}] {preset}: one canvas per image is {ratio:.2f}x the episodes/s of a canvas per "
-                      f"slot ({label}, same run)")
+                for label in precisions:
+                    ratio = best[f"{label}, a canvas per slot"] / best[label]
+                    print(f"[{device}] {preset}: one canvas per image is {ratio:.2f}x the episodes/s of a canvas per "
+                          f"slot ({label}, same run)")
             fastest = min(best[label] for label in precisions)
             if device.type == "cpu" and args.loop_steps > 0:
                 model, optimizer = fresh_model(config, device)

@@ -118,7 +118,7 @@ def _load_payload(path: Path, device: torch.device) -> dict[str, Any]:
     try:
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as error:
+    except Exception as error:  # BadZipFile, EOFError, a UnicodeDecodeError from a damaged entry name, ...
         raise ValueError(
             f"checkpoint {path} is truncated, damaged or not a torch checkpoint: it is not a complete zip archive, "
             f"as torch.save writes ({error})"

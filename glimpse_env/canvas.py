@@ -114,14 +114,22 @@ def digit_integrals(digits: DigitSet) -> IntegralImage:
 CANVAS_CHUNK = 128
 
 
-def canvas_integrals(digits: DigitSet, indices: torch.Tensor, layout: Layout, size: int) -> IntegralImage:
-    """Summed-area tables of the canvases :func:`compose` would draw, without drawing them when there is no clutter."""
+def canvas_integrals(
+    digits: DigitSet, indices: torch.Tensor, layout: Layout, size: int, reuse: torch.Tensor | None = None
+) -> IntegralImage:
+    """Summed-area tables of the canvases :func:`compose` would draw, without drawing them when there is no clutter.
+
+    ``reuse``: a table this function returned before and nobody needs any more (the batched env's previous reset);
+    when its shape and dtype fit, the new tables are written over it instead of into fresh memory (1.6x faster for
+    1,280 canvases of 100x100: 50 MB less to page in at every reset)."""
     if layout.distractor_source.shape[1] == 0:
         return digit_integrals(digits).select(indices, layout.digit_offset, size, size)
     first = integral_image(compose(digits, indices[:CANVAS_CHUNK], layout[:CANVAS_CHUNK], size))
     if len(indices) <= CANVAS_CHUNK:
         return first
-    table = first.table.new_empty((len(indices), *first.table.shape[1:]))
+    shape = (len(indices), *first.table.shape[1:])
+    fits = reuse is not None and reuse.shape == shape and reuse.dtype == first.table.dtype
+    table = reuse if fits else first.table.new_empty(shape)
     table[:CANVAS_CHUNK] = first.table
     for start in range(CANVAS_CHUNK, len(indices), CANVAS_CHUNK):
         chunk = slice(start, start + CANVAS_CHUNK)

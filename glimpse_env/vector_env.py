@@ -213,8 +213,12 @@ class GlimpseMNISTVectorEnv(VectorEnv):
             layout = random_layout(
                 len(canvas_indices), config.size, config.clutter, len(self.digits), self._generator, device
             )
-        # Once per canvas (or not at all, without clutter): every glimpse is then a few gathers.
-        self._integral = canvas_integrals(self.digits, canvas_indices, layout, config.size).repeat_interleave(group)
+        # Once per canvas (or not at all, without clutter): every glimpse is then a few gathers. The last reset's
+        # composed tables (a canvas per slot: rows is None) are not needed any more: written over, not reallocated.
+        previous = self._integral
+        reuse = previous.table if config.clutter and previous is not None and previous.rows is None else None
+        self._integral = canvas_integrals(self.digits, canvas_indices, layout, config.size, reuse)
+        self._integral = self._integral.repeat_interleave(group)
         if group > 1:
             layout = layout[torch.arange(len(canvas_indices), device=device).repeat_interleave(group)]
         self._layout, self._canvases = layout, None

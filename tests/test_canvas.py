@@ -157,6 +157,21 @@ def test_canvases_summed_in_chunks_equal_the_whole_batch_summed_at_once(tiny_dig
     assert torch.equal(chunked.table, whole.table) and chunked.value_scale == whole.value_scale
 
 
+def test_a_table_no_longer_needed_is_written_over_only_when_it_fits(tiny_digits: DigitSet) -> None:
+    generator = torch.Generator().manual_seed(0)
+    batch = 2 * CANVAS_CHUNK + 3
+    indices = torch.randint(0, len(tiny_digits), (batch,), generator=generator)
+    layout = random_layout(batch, 100, 8, len(tiny_digits), generator, CPU)
+    old = canvas_integrals(tiny_digits, indices.flip(0), layout[torch.arange(batch).flip(0)], 100).table
+    reused = canvas_integrals(tiny_digits, indices, layout, 100, reuse=old)
+    assert reused.table.data_ptr() == old.data_ptr()  # written over, not allocated
+    assert torch.equal(reused.table, integral_image(compose(tiny_digits, indices, layout, 100)).table)
+    for misfit in (torch.zeros(batch - 1, 101, 101), torch.zeros(batch, 101, 101, dtype=torch.float64)):
+        fresh = canvas_integrals(tiny_digits, indices, layout, 100, reuse=misfit)
+        assert fresh.table.data_ptr() != misfit.data_ptr() and not misfit.any()
+        assert torch.equal(fresh.table, reused.table)
+
+
 # --- splits
 def test_distractors_come_from_the_env_digits() -> None:
     # Digit 0 is blank: every lit pixel of its canvas is a distractor, and must come from this set (value 77).

@@ -171,7 +171,8 @@ RECIPES: dict[str, list[dict]] = {
     "cluttered60-8g": [dict(learn_first_location=False),
                        dict(reinforce_core=True, shared_canvas=True, epochs=50, lr=1e-3, warmup_epochs=1)],
     "cluttered100-8g": [dict(learn_first_location=False, reinforce_core=False),
-                        dict(shared_canvas=True, epochs=50, lr=1e-3, warmup_epochs=1)],
+                        dict(shared_canvas=True, epochs=50, lr=1e-3, warmup_epochs=1),
+                        dict(ema_decay=0.999, epochs=50, lr=5e-4, warmup_epochs=1)],
 }
 # Fields a run folder written before they existed lacks, with the behaviour it was trained with.
 ADDED_LATER = {"learn_first_location": False, "reinforce_core": False, "shared_canvas": False, "init_from": "",

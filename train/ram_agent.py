@@ -168,13 +168,13 @@ PRESETS: dict[str, dict] = {
 # override every stage's. Stage values are those each shipped stage ran with (its assets/runs/*/config.json).
 RECIPES: dict[str, list[dict]] = {
     "translated60-4g": [dict(), dict(shared_canvas=True, epochs=30, lr=5e-4, warmup_epochs=1),
-                        dict(reinforce_core=True, ema_decay=0.999, epochs=30, lr=5e-4, warmup_epochs=1),
-                        dict(reinforce_core=True, ema_decay=0.999, epochs=30, lr=5e-4, warmup_epochs=1)],
+                        *[dict(reinforce_core=True, ema_decay=0.999, epochs=30, lr=5e-4, warmup_epochs=1)] * 3],
     "translated60-6g": [dict(), dict(reinforce_core=True, ema_decay=0.999, epochs=30, lr=5e-4, warmup_epochs=1),
                         dict(reinforce_core=True, ema_decay=0.999, epochs=30, lr=5e-4, warmup_epochs=1)],
     "cluttered60-8g": [dict(learn_first_location=False),
                        dict(reinforce_core=True, shared_canvas=True, epochs=50, lr=1e-3, warmup_epochs=1),
-                       dict(reinforce_core=True, ema_decay=0.999, epochs=40, lr=5e-4, warmup_epochs=1)],
+                       dict(reinforce_core=True, ema_decay=0.999, epochs=40, lr=5e-4, warmup_epochs=1),
+                       dict(reinforce_core=True, ema_decay=0.999, epochs=30, lr=5e-4, warmup_epochs=1)],
     "cluttered100-8g": [dict(learn_first_location=False, reinforce_core=False),
                         dict(shared_canvas=True, epochs=50, lr=1e-3, warmup_epochs=1),
                         dict(ema_decay=0.999, epochs=50, lr=5e-4, warmup_epochs=1)],

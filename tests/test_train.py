@@ -273,7 +273,7 @@ def test_a_recipe_trains_its_stages_in_turn_and_continues_where_it_stopped(mnist
     assert (tmp_path / "stopped" / "stage2" / "command.txt").read_text().rstrip().endswith("# stage 2 of 2")
 
 
-def test_a_recipe_refuses_resume_and_init_from(mnist_dir, tmp_path):
-    for extra in (["--resume", str(tmp_path)], ["--init-from", str(tmp_path / "x.pt")]):
+def test_a_recipe_refuses_resume_init_from_and_preset(mnist_dir, tmp_path):
+    for extra in (["--resume", str(tmp_path)], ["--init-from", str(tmp_path / "x.pt")], ["--preset", "mnist28-4g"]):
         with pytest.raises(SystemExit, match="--recipe starts each stage from the one before"):
             ram_agent.main([*QUICK, "--recipe", "cluttered60-8g", *extra])

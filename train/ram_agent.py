@@ -969,9 +969,10 @@ def main(argv: list[str] | None = None) -> dict | None:
                 for name, stages in RECIPES.items():
                     print(f"--recipe {name}: " + " -> ".join(str(stage) for stage in stages))
                 return None
-            if args.recipe and (args.resume or hasattr(args, "init_from")):
+            if args.recipe and (args.resume or hasattr(args, "init_from") or hasattr(args, "preset")):
                 raise SystemExit("--recipe starts each stage from the one before and continues by itself: run the "
-                                 "same --recipe command again instead of --resume; --init-from does not apply")
+                                 "same --recipe command again instead of --resume; --init-from and --preset (the "
+                                 "recipe names its own) do not apply")
             config = None if args.recipe else dist.from_rank0(lambda: resolve_config(args))
             launcher = ["python"] if not dist.active else \
                 ["torchrun", f"--nnodes={dist.world_size // dist.local_world_size}",

@@ -170,19 +170,20 @@ PRESETS: dict[str, dict] = {
 # `--recipe NAME` trains the stages in turn, each a run of its own (folder stage<i> of the recipe's run folder) that
 # starts from the previous stage's best.pt; a stage's values override the preset's, flags given with --recipe
 # override every stage's. Stage values are those each shipped stage ran with (its assets/runs/*/config.json).
+# A later stage: the full-network gradient and the weight average, the schedule restarted at a lower peak.
+LATER_STAGE = dict(reinforce_core=True, ema_decay=0.999, lr=5e-4, warmup_epochs=1)
 RECIPES: dict[str, list[dict]] = {
     # The preset's one long run, then 40 epochs restarted at 5e-4: validation 0.80% against the long run's 0.86%.
-    "translated60-4g": [dict(), dict(epochs=40, lr=5e-4, warmup_epochs=1)],
+    "translated60-4g": [dict(), dict(LATER_STAGE, epochs=40)],
     # Fewer glimpses -> more: the 4-glimpse row's one long run, then 40 epochs with 6 glimpses. Chosen on validation:
     # 0.78% against 1.08% for one 120-epoch 6-glimpse run and 1.14% for the earlier three stages.
-    "translated60-6g": [dict(n_glimpses=4), dict(epochs=40, lr=5e-4, warmup_epochs=1)],
+    "translated60-6g": [dict(n_glimpses=4), dict(LATER_STAGE, epochs=40)],
     "cluttered60-8g": [dict(learn_first_location=False),
                        dict(reinforce_core=True, shared_canvas=True, epochs=50, lr=1e-3, warmup_epochs=1),
-                       dict(reinforce_core=True, ema_decay=0.999, epochs=40, lr=5e-4, warmup_epochs=1),
-                       *[dict(reinforce_core=True, ema_decay=0.999, epochs=30, lr=5e-4, warmup_epochs=1)] * 2],
+                       dict(LATER_STAGE, epochs=40), dict(LATER_STAGE, epochs=30), dict(LATER_STAGE, epochs=30)],
     "cluttered100-8g": [dict(learn_first_location=False, reinforce_core=False),
                         dict(shared_canvas=True, epochs=50, lr=1e-3, warmup_epochs=1),
-                        dict(ema_decay=0.999, epochs=50, lr=5e-4, warmup_epochs=1)],
+                        dict(LATER_STAGE, epochs=50)],
 }
 # Fields a run folder written before they existed lacks, with the behaviour it was trained with.
 ADDED_LATER = {"learn_first_location": False, "reinforce_core": False, "shared_canvas": False, "init_from": "",

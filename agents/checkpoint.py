@@ -15,12 +15,14 @@ import re
 import reprlib
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import torch
 
+from agents.pretrained import resolve_checkpoint
 from agents.ram import RAMConfig, RecurrentAttentionModel
 from glimpse_env.config import NUM_CLASSES, GlimpseConfig, _check_int, resolve_device
 
@@ -37,13 +39,16 @@ class LoadedAgent(NamedTuple):
     extra: dict[str, Any]  # anything else the checkpoint holds (training state, metrics)
 
 
-def atomic_torch_save(payload: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, flushed to disk, then renamed over ``path``."""
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
+    """Write a file atomically: ``write(file)`` fills a temporary file beside ``path`` (named ``<name>*.tmp``), which
+    is flushed to disk, then renamed over ``path``. A kill or an error mid-write leaves ``path`` as it was (and the
+    temporary file is removed on an error). The one way this project writes a file that must never be torn:
+    checkpoints, and a run folder's text files."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as tmp:
         try:
-            torch.save(payload, tmp)
+            write(tmp)
             tmp.flush()
             os.fsync(tmp.fileno())
         except BaseException:
@@ -53,6 +58,11 @@ def atomic_torch_save(payload: Any, path: str | os.PathLike) -> None:
     os.umask(umask)
     os.chmod(tmp.name, 0o666 & ~umask)  # as an ordinary file would be, not the temporary file's 0600
     os.replace(tmp.name, path)
+
+
+def atomic_torch_save(payload: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` through :func:`atomic_write`."""
+    atomic_write(path, lambda file: torch.save(payload, file))
 
 
 def save_agent(
@@ -95,9 +105,10 @@ def read_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
 def load_agent(path: str | os.PathLike, device: torch.device | str = "cpu") -> LoadedAgent:
     """The trained model (in eval mode, on ``device``), its env arguments and the checkpoint's extras.
 
-    Raises as :func:`read_checkpoint` does.
+    ``path`` may also name a shipped agent (``"cluttered60-8g"``: :mod:`agents.pretrained`). Raises as
+    :func:`read_checkpoint` does (an unknown name: ``ValueError`` listing the known ones).
     """
-    payload, model = _read(path, device)
+    payload, model = _read(resolve_checkpoint(path), device)
     return LoadedAgent(model.eval(), payload["env_kwargs"], payload.get("extra", {}))
 
 

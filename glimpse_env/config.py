@@ -4,8 +4,10 @@ the checks of the other arguments, each one helper."""
 from __future__ import annotations
 
 import reprlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from numbers import Integral
+from typing import Any
 
 import torch
 
@@ -102,3 +104,17 @@ class GlimpseConfig:
         _check_choice("split", self.split, SPLITS)
         _check_choice("reward", self.reward, REWARDS)
         _check_choice("first_location", self.first_location, FIRST_LOCATIONS)
+
+
+# The env's arguments that make the task an agent is trained for, in GlimpseConfig's order: every field but the
+# split (which digits: chosen by whoever builds the env) and the reward (how an episode is scored, not what the
+# agent sees). The one list the trainer, the checkpoints' readers, the play window and the figures use.
+ENV_ARGUMENTS: tuple[str, ...] = tuple(
+    field.name for field in fields(GlimpseConfig) if field.name not in ("split", "reward")
+)
+
+
+def env_arguments(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The items of ``values`` (a checkpoint's ``env_kwargs``, parsed flags as a dict) that are :data:`ENV_ARGUMENTS`,
+    in that order: what ``gym.make("GlimpseMNIST-v0", split=..., **env_arguments(values))`` takes for the task."""
+    return {name: values[name] for name in ENV_ARGUMENTS if name in values}

@@ -92,7 +92,18 @@ class GlimpseMNISTEnv(gym.Env):
     ) -> None:
         _check_choice("render_mode", render_mode, (None, *self.metadata["render_modes"]))
         self._batch = GlimpseMNISTVectorEnv(
-            1, "cpu", size, scales, glimpse_size, n_glimpses, clutter, split, reward, first_location, data_dir, digits
+            num_envs=1,
+            device="cpu",
+            size=size,
+            scales=scales,
+            glimpse_size=glimpse_size,
+            n_glimpses=n_glimpses,
+            clutter=clutter,
+            split=split,
+            reward=reward,
+            first_location=first_location,
+            data_dir=data_dir,
+            digits=digits,
         )
         self.config = self._batch.config
         self.observation_space = self._batch.single_observation_space

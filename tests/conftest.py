@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,23 @@ def mnist_dir() -> Path:
     if not value or not _has_mnist(Path(value).expanduser()):
         pytest.skip(MISSING_MNIST)
     return Path(value).expanduser()
+
+
+@pytest.fixture
+def refused(capsys: pytest.CaptureFixture[str]) -> Callable[..., str]:
+    """``refused(main, argv, pattern)``: ``main(argv)`` must refuse the command line as argparse does, exit status 2
+    and ``error: ...`` on stderr matching ``pattern`` (a regex), without a traceback; returns stderr."""
+
+    def check(main: Callable, argv: list[str], pattern: str) -> str:
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        err = capsys.readouterr().err
+        assert stop.value.code == 2, f"exit status {stop.value.code}, stderr: {err}"
+        assert "error: " in err and re.search(pattern, err, re.DOTALL), err
+        assert "Traceback" not in err, err
+        return err
+
+    return check
 
 
 # --- the bad-input battery (tests/test_bad_inputs.py) counts the distinct cases it tried and reports them

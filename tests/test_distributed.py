@@ -1,9 +1,11 @@
 """Training on more than one process (issue 10): torchrun and DistributedDataParallel, on the CPU with Gloo.
 
 Two ranks stay identical step by step, the gradient DDP applies is the single process's gradient of the whole batch,
-evaluation split over ranks counts exactly what one process counts, a rank that dies takes the job down and the
-run resumes to the weights of an uninterrupted one, and a resume with another number of processes is refused.
-Workers are spawned with torch.multiprocessing (or torchrun, for the kill); each uses one thread.
+the deterministic evaluation split over ranks counts exactly what one process counts (for an agent that learned its
+first glimpse: with the env's random first glimpse, each rank draws it from its own stream, so the split changes
+it), the final test uses best.pt's location noise, a rank that dies takes the job down and the run resumes to the
+weights of an uninterrupted one, and a resume with another number of processes is refused. Workers are spawned with
+torch.multiprocessing (or torchrun, for the kill); each uses one thread.
 """
 
 from __future__ import annotations
@@ -25,18 +27,23 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
-import ram_agent  # noqa: E402
-
-from agents import RAMConfig, RecurrentAttentionModel, evaluate, load_agent  # noqa: E402
-from glimpse_env.data import DigitSet  # noqa: E402
-from glimpse_env.vector_env import GlimpseMNISTVectorEnv  # noqa: E402
+from agents import RAMConfig, RecurrentAttentionModel, evaluate, load_agent
+from agents.training import cli, evaluation, step
+from agents.training.config import ConfigError, TrainConfig
+from agents.training.distributed import Distributed, init_distributed
+from agents.training.evaluation import summed_errors
+from agents.training.presets import PRESETS
+from agents.training.run_folder import read_last_checkpoint
+from agents.training.trainer import train
+from glimpse_env.data import DigitSet
+from glimpse_env.vector_env import GlimpseMNISTVectorEnv
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "mnist_test_300.npz"
 # 32 steps an epoch of 32 images (16 a rank), validation on 200 images, no Monte-Carlo test.
 TINY = ["--train-subset", "1024", "--batch-size", "32", "--mc-samples", "2", "--n-glimpses", "3", "--eval-slots",
-        "2500", "--val-subset", "200", "--test-mc", "0", "--no-figure", "--precision", "fp32", "--device", "cpu"]
+        "2500", "--val-subset", "200", "--test-mc", "0", "--no-figure", "--precision", "fp32", "--device", "cpu",
+        "--threads", "1"]
 TIMINGS = {"epoch_seconds", "train_episodes_per_second", "wall_seconds"}
 WORLD = 2
 
@@ -78,7 +85,7 @@ def same_weights(a: Path, b: Path) -> bool:
 
 
 def train_worker(rank: int, port: int, argv: list[str], out: Path) -> None:
-    """ram_agent.main as rank ``rank``, recording a hash of the weights after every optimizer step."""
+    """The trainer's command line as rank ``rank``, recording a hash of the weights after every optimizer step."""
     as_rank(rank, port)
     hashes = []
     real_step = torch.optim.lr_scheduler.LambdaLR.step
@@ -90,7 +97,7 @@ def train_worker(rank: int, port: int, argv: list[str], out: Path) -> None:
 
     torch.optim.lr_scheduler.LambdaLR.step = step
     with (out / f"stdout{rank}.txt").open("w") as stdout, contextlib.redirect_stdout(stdout):
-        ram_agent.main(argv)
+        cli.main(argv)
     (out / f"hashes{rank}.json").write_text(json.dumps(hashes))
 
 
@@ -128,6 +135,35 @@ def test_two_ranks_stay_identical_with_separate_clipping(mnist_dir, tmp_path):
     assert rank0 == rank1 and len(set(rank0)) == len(rank0) == 1 + 8
 
 
+def best_noise_worker(rank: int, port: int, argv: list[str], out: Path) -> None:
+    """A 2-epoch run whose validation is scripted so that epoch 1 is the best (its location noise 0.3, the last
+    epoch's 0.05); records the noise of the model the final test is played with."""
+    as_rank(rank, port)
+    tested = []
+    real_test = evaluation.distributed_test
+
+    def distributed_test(model, *args, **kwargs):
+        tested.append(model.config.loc_std)
+        return real_test(model, *args, **kwargs)
+
+    # Scripted validation, lower for more noise: epoch 1 (0.3) is the best, epoch 2 (0.05) worse.
+    evaluation.validate = lambda model, *args, **kwargs: {"error": 1.0 / model.config.loc_std}
+    evaluation.distributed_test = distributed_test
+    with (out / f"stdout{rank}.txt").open("w") as stdout, contextlib.redirect_stdout(stdout):
+        cli.main(argv)
+    (out / f"tested{rank}.json").write_text(json.dumps(tested))
+
+
+def test_the_final_test_plays_best_pts_location_noise(mnist_dir, tmp_path):
+    """Issue 18, fault 2: the test split over ranks kept the last epoch's loc_std instead of best.pt's."""
+    spawn(best_noise_worker, [*TINY, "--train-subset", "64", "--epochs", "2", "--loc-std", "0.3", "--loc-std-final",
+                              "0.05", "--run-dir", str(tmp_path / "run")], tmp_path)
+    best = load_agent(tmp_path / "run" / "best.pt")
+    assert best.extra["metrics"]["epoch"] == 1 and best.model.config.loc_std == pytest.approx(0.3)
+    for rank in range(WORLD):
+        assert json.loads((tmp_path / f"tested{rank}.json").read_text()) == [pytest.approx(0.3)]
+
+
 # ---------------------------------------------------------------- the gradient of a sharded batch
 
 IMAGES, M = 32, 2
@@ -139,8 +175,8 @@ GRADIENT_CASES = {  # name: the flags that matter for one step
 }
 
 
-def episode_gradients(config: ram_agent.TrainConfig, digits: DigitSet,
-                      dist: ram_agent.Distributed) -> dict[str, torch.Tensor]:
+def episode_gradients(config: TrainConfig, digits: DigitSet,
+                      dist: Distributed) -> dict[str, torch.Tensor]:
     """The gradient (after clipping) of the trainer's step for one fixed batch of IMAGES x M episodes, this rank's
     share of it played here. Everything random is fixed per slot of the whole batch: canvases (the test split's,
     one per image) and the location noise (a table, by slot and glimpse), so any split plays the same episodes."""
@@ -161,29 +197,28 @@ def episode_gradients(config: ram_agent.TrainConfig, digits: DigitSet,
     model.sample_location = sample_location
     images = dist.shard(torch.arange(IMAGES))
     options = {"indices": images.repeat_interleave(M), "slots_per_canvas": M}
-    step = ram_agent.wrap_for_ddp(ram_agent.EpisodeLoss(model, env, config.rl_weight), config, dist,
-                                  torch.device("cpu"))
+    module = step.wrap_for_ddp(step.EpisodeLoss(model, env, config.rl_weight), config, dist, torch.device("cpu"))
     params = list(model.parameters())
     grads = {}
     for repeat in range(2):  # a second step: DDP fails there if a parameter went without its gradient
         model.zero_grad(set_to_none=True)
-        loss, _ = step(options)
-        ram_agent.backward_and_clip(loss, params, config, dist)
+        loss, _ = module(options)
+        step.backward_and_clip(loss, params, config, dist)
         if repeat == 0:
             grads = {name: torch.zeros_like(p) if p.grad is None else p.grad.clone()
                      for name, p in model.named_parameters()}
     return grads
 
 
-def gradient_config(**flags) -> ram_agent.TrainConfig:
-    return ram_agent.TrainConfig(**{**ram_agent.PRESETS["mnist28-6g"], "grad_clip": 1.0, **flags})
+def gradient_config(**flags) -> TrainConfig:
+    return TrainConfig(**{**PRESETS["mnist28-6g"], "grad_clip": 1.0, **flags})
 
 
 def unit_worker(rank: int, port: int, out: Path) -> None:
     """As rank ``rank``: the gradients of GRADIENT_CASES and this rank's part of an evaluation (one process start
     for both tests: starting one is most of their time)."""
     as_rank(rank, port)
-    dist = ram_agent.init_distributed(1.0)
+    dist = init_distributed(1.0, threads=1)
     digits = fixture_digits()
     grads = {name: episode_gradients(gradient_config(**flags), digits, dist)
              for name, flags in GRADIENT_CASES.items()}
@@ -191,7 +226,7 @@ def unit_worker(rank: int, port: int, out: Path) -> None:
     model = load_agent(CHECKPOINT).model
     images = dist.shard(torch.arange(EVAL_IMAGES))
     env = evaluation_env(digits, min(EVAL_SLOTS, len(images)))
-    result = ram_agent.summed_errors(evaluate(model, env, indices=images, counts=True), dist)
+    result = summed_errors(evaluate(model, env, indices=images, counts=True), dist)
     (out / f"eval{rank}.json").write_text(json.dumps(result))
     dist.close()
 
@@ -207,7 +242,7 @@ def test_the_ddp_gradient_of_a_split_batch_is_the_whole_batchs(units):
     ranks = [torch.load(units / f"grads{rank}.pt") for rank in range(WORLD)]
     digits = fixture_digits()
     for name, flags in GRADIENT_CASES.items():
-        single = episode_gradients(gradient_config(**flags), digits, ram_agent.Distributed())
+        single = episode_gradients(gradient_config(**flags), digits, Distributed())
         for rank in ranks:
             assert rank[name].keys() == single.keys()
             for param in single:
@@ -232,6 +267,9 @@ def evaluation_env(digits: DigitSet, num_envs: int) -> GlimpseMNISTVectorEnv:
 
 
 def test_evaluation_split_over_two_ranks_counts_what_one_process_counts(units):
+    """Exact only for an agent that picks its first glimpse (nothing in a deterministic episode is then random):
+    with the env's random first glimpse the ranks draw it from streams of their own."""
+    assert load_agent(CHECKPOINT).model.config.learn_first_location
     single = evaluate(load_agent(CHECKPOINT).model, evaluation_env(fixture_digits(), EVAL_SLOTS), EVAL_IMAGES)
     assert 0 < single["error"] < 0.2  # a trained agent: few wrong, so a lost or double-counted image shows
     for rank in range(WORLD):
@@ -290,21 +328,21 @@ def test_a_rank_killed_mid_epoch_stops_the_job_and_the_run_resumes_to_the_same_w
     assert tests[0]["error"] == tests[1]["error"]
 
 
-def test_a_resume_with_another_number_of_processes_is_refused(straight, tmp_path):
+def test_a_resume_with_another_number_of_processes_is_refused(straight, tmp_path, refused):
     folder = tmp_path / "two"
     shutil.copytree(straight[0] / "run", folder)
-    with pytest.raises(SystemExit, match=r"trained by 2 process\(es\), this job has 1.*same number: torchrun with "
-                                         r"--nproc_per_node \(x --nnodes\) = 2"):
-        ram_agent.main(["--resume", str(folder), "--epochs", "3"])
+    refused(cli.main, ["--resume", str(folder), "--epochs", "3"],
+            r"trained by 2 process\(es\), this job has 1.*same number: torchrun with "
+            r"--nproc_per_node \(x --nnodes\) = 2")
     one = tmp_path / "one"  # and the other way round: a one-process run asked to go on with 2
-    ram_agent.main([*TINY, "--train-subset", "64", "--epochs", "1", "--run-dir", str(one)])
-    config = ram_agent.TrainConfig(**json.loads((one / "config.json").read_text()))
-    with pytest.raises(SystemExit, match=r"trained by 1 process\(es\), this job has 2.*python train/ram_agent.py"):
-        ram_agent.read_last_checkpoint(one, config, torch.device("cpu"), ram_agent.Distributed(world_size=2))
+    cli.main([*TINY, "--train-subset", "64", "--epochs", "1", "--run-dir", str(one)])
+    config = TrainConfig(**json.loads((one / "config.json").read_text()))
+    with pytest.raises(ConfigError, match=r"trained by 1 process\(es\), this job has 2.*python train/ram_agent.py"):
+        read_last_checkpoint(one, config, torch.device("cpu"), Distributed(world_size=2))
 
 
 def test_a_batch_that_does_not_split_evenly_is_refused(tmp_path):
-    config = ram_agent.TrainConfig(batch_size=33, run_dir=str(tmp_path / "run"))
-    with pytest.raises(SystemExit, match="--batch-size 33 does not split evenly over the 2 processes"):
-        ram_agent.train(config, [], dist=ram_agent.Distributed(world_size=2))
+    config = TrainConfig(batch_size=33, run_dir=str(tmp_path / "run"))
+    with pytest.raises(ConfigError, match="--batch-size 33 does not split evenly over the 2 processes"):
+        train(config, [], dist=Distributed(world_size=2))
     assert not (tmp_path / "run").exists()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -13,14 +12,12 @@ import torch
 from PIL import Image
 
 import glimpse_env  # noqa: F401  (registers GlimpseMNIST-v0)
-from agents import RAMConfig, RecurrentAttentionModel, evaluate, load_agent, save_agent
+from agents import RAMConfig, RecurrentAttentionModel, evaluate, figures, load_agent, save_agent
+from agents.figures.cli import parse_visualize_args, visualize_main
 from glimpse_env.canvas import evaluation_layouts
+from glimpse_env.drawing import AGENT_PATH_COLOUR, UNSEEN_COLOUR, surface_to_array
 from glimpse_env.play import PlayLoop, build_loop, main, parse_args
-from glimpse_env.render import AGENT_PATH_COLOUR, UNSEEN_COLOUR, surface_to_array
 from glimpse_env.retina import glimpse_boxes, location_to_pixel
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
-import visualize  # noqa: E402
 
 TASK = dict(size=28, scales=1, glimpse_size=8, n_glimpses=4, first_location="center")
 
@@ -193,7 +190,7 @@ def test_main_opens_the_window_and_quits(tiny_digits, events, capsys):
 def test_visualize_draws_the_figures(tiny_digits, tmp_path):
     task = dict(size=60, scales=2, glimpse_size=12, n_glimpses=3, clutter=2)
     checkpoint = make_checkpoint(tmp_path / "agent.pt", **task)
-    written = visualize.main([str(checkpoint), "--out", str(tmp_path / "out"), "--rows", "2", "--play-window",
+    written = visualize_main([str(checkpoint), "--out", str(tmp_path / "out"), "--rows", "2", "--play-window",
                               "--versus-window"], digits=tiny_digits)
     grid = Image.open(written["glimpses"])
     assert grid.size[0] > grid.size[1] > 200
@@ -215,7 +212,7 @@ def test_visualize_draws_the_figures(tiny_digits, tmp_path):
 def test_heatmap_census_of_where_the_agent_looks(tiny_digits, tmp_path):
     task = dict(size=60, scales=2, glimpse_size=12, n_glimpses=3, clutter=0, first_location="center")
     loaded = load_agent(make_checkpoint(tmp_path / "agent.pt", **task))
-    census = visualize.glimpse_census(loaded.model, loaded.env_kwargs, 300, digits=tiny_digits, slots=128)
+    census = figures.glimpse_census(loaded.model, loaded.env_kwargs, 300, digits=tiny_digits, slots=128)
     assert census.locations.shape == (300, 3, 2) and census.on_digit.shape == (300, 3)  # 3 batches, one padded
     offsets = evaluation_layouts(300, 60, 0, torch.device("cpu")).digit_offset.numpy()
     np.testing.assert_array_equal(census.digit_centres, offsets + 14)  # the fixed test canvases' digits
@@ -235,41 +232,41 @@ def test_heatmap_census_of_where_the_agent_looks(tiny_digits, tmp_path):
     vector = gym.make_vec("GlimpseMNIST-v0", num_envs=100, split="test", digits=tiny_digits, **task)
     assert census.error == evaluate(loaded.model, vector, 300)["error"]
 
-    figure = visualize.draw_heatmap(census)
+    figure = figures.draw_heatmap(census)
     densities = [axes.images[0].get_array() for axes in figure.axes if axes.images]
     assert len(densities) == 2 * task["n_glimpses"]  # a row per glimpse: on the canvas, relative to the digit
     for density in densities:  # every glimpse lands in its panel: each panel's cells sum to one
         assert float(density.sum()) == pytest.approx(1.0)
     np.testing.assert_allclose(figure.axes[0].get_lines()[0].get_ydata(), 100 * census.on_digit.mean(0))
 
-    written = visualize.main([str(tmp_path / "agent.pt"), "--heatmap", "--num-images", "40", "--out",
+    written = visualize_main([str(tmp_path / "agent.pt"), "--heatmap", "--num-images", "40", "--out",
                               str(tmp_path / "out")], digits=tiny_digits)
     assert set(written) == {"heatmap"} and written["heatmap"].name == "agent-heatmap.png"
     width, height = Image.open(written["heatmap"]).size
     assert height > 1.5 * width > 1200  # a tall figure: a row of panels per glimpse
     with pytest.raises(SystemExit):
-        visualize.parse_args([str(tmp_path / "agent.pt"), "--heatmap", "--video"])
+        parse_visualize_args([str(tmp_path / "agent.pt"), "--heatmap", "--video"])
 
 
 def test_heatmap_on_the_validation_split(tiny_digits, tmp_path):
     task = dict(size=60, scales=2, glimpse_size=12, n_glimpses=3, clutter=2)
     checkpoint = make_checkpoint(tmp_path / "agent.pt", **task)
     loaded = load_agent(checkpoint)
-    census = visualize.glimpse_census(loaded.model, loaded.env_kwargs, 50, split="validation", digits=tiny_digits)
+    census = figures.glimpse_census(loaded.model, loaded.env_kwargs, 50, split="validation", digits=tiny_digits)
     assert census.split == "validation" and census.locations.shape == (50, 3, 2)
     offsets = evaluation_layouts(300, 60, 2, torch.device("cpu")).digit_offset[:50].numpy()
     np.testing.assert_array_equal(census.digit_centres, offsets + 14)  # an evaluation split: fixed canvases
     vector = gym.make_vec("GlimpseMNIST-v0", num_envs=50, split="validation", digits=tiny_digits, **task)
     assert census.error == evaluate(loaded.model, vector, 50)["error"]
-    assert "50 validation digits" in visualize.draw_heatmap(census).get_suptitle()
-    drawn = visualize.glimpse_census(loaded.model, loaded.env_kwargs, 50, split="train", digits=tiny_digits)
+    assert "50 validation digits" in figures.draw_heatmap(census).get_suptitle()
+    drawn = figures.glimpse_census(loaded.model, loaded.env_kwargs, 50, split="train", digits=tiny_digits)
     assert not np.array_equal(drawn.digit_centres, census.digit_centres)  # the split reaches the env: fresh canvases
 
-    written = visualize.main([str(checkpoint), "--heatmap", "--num-images", "20", "--split", "validation", "--out",
+    written = visualize_main([str(checkpoint), "--heatmap", "--num-images", "20", "--split", "validation", "--out",
                               str(tmp_path)], digits=tiny_digits)
     assert Image.open(written["heatmap"]).size[1] > 1200
     with pytest.raises(SystemExit):
-        visualize.parse_args([str(checkpoint), "--heatmap", "--versus-window"])
+        parse_visualize_args([str(checkpoint), "--heatmap", "--versus-window"])
 
 
 def test_video_of_the_gif_episode(tiny_digits, tmp_path):
@@ -277,7 +274,7 @@ def test_video_of_the_gif_episode(tiny_digits, tmp_path):
     from moviepy.video.io.VideoFileClip import VideoFileClip
 
     checkpoint = make_checkpoint(tmp_path / "agent.pt", **TASK)
-    written = visualize.main([str(checkpoint), "--out", str(tmp_path), "--rows", "1", "--video"], digits=tiny_digits)
+    written = visualize_main([str(checkpoint), "--out", str(tmp_path), "--rows", "1", "--video"], digits=tiny_digits)
     assert written["video"].name == "agent-episode.mp4"
     gif = Image.open(written["episode"])
     frames = []
@@ -287,7 +284,7 @@ def test_video_of_the_gif_episode(tiny_digits, tmp_path):
     clip = VideoFileClip(str(written["video"]))
     try:
         assert tuple(clip.size) == gif.size
-        starts = np.cumsum([0, *visualize.frame_durations(len(frames))]) / 1000  # the GIF's pace, in seconds
+        starts = np.cumsum([0, *figures.frame_durations(len(frames))]) / 1000  # the GIF's pace, in seconds
         assert clip.duration == pytest.approx(starts[-1], abs=0.15)
         for number in range(len(frames)):
             shown = clip.get_frame(starts[number] + 0.3).astype(np.float64)

@@ -1,17 +1,17 @@
-"""Learning curves (train/plot.py) from run folders, and the TensorBoard events a training run writes."""
+"""Learning curves (agents.figures.curves; train/plot.py) from run folders, and the TensorBoard events a training
+run writes."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
-import plot  # noqa: E402
+from agents.figures import curves as plot
+from agents.figures.cli import plot_main
 
 
 def write_run(folder: Path, preset: str | None, epochs: int = 5, hours: float = 0.5, repeat: int | None = None) -> Path:
@@ -76,7 +76,7 @@ def test_plot_runs_writes_a_png_and_the_cli_defaults_into_the_run(tmp_path, caps
     image = np.asarray(Image.open(out).convert("RGB"))
     assert image.shape == (900, 1300, 3) and image.std() > 20  # drawn, not blank
     assert "hours" in plot.learning_curves([run]).axes[1].get_xlabel()
-    written = plot.main([str(run), "--linear"])
+    written = plot_main([str(run), "--linear"])
     assert written == run / "learning-curves.png" and written.is_file()
     assert str(written) in capsys.readouterr().out
 
@@ -89,14 +89,16 @@ def test_a_repeated_epoch_keeps_its_last_line(tmp_path):
     assert horizontal_lines(plot.learning_curves([run]).axes[0]) == []  # no preset: no reference lines
 
 
-def test_a_folder_without_metrics_is_named_in_the_error(tmp_path):
+def test_a_folder_without_metrics_is_named_in_the_error(tmp_path, capsys):
     run = write_run(tmp_path / "good", "mnist28-6g")
     empty = tmp_path / "not-a-run"
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match="not-a-run.*no metrics.jsonl"):
         plot.plot_runs([run, empty], tmp_path / "out.png")
-    with pytest.raises(SystemExit, match="not-a-run"):
-        plot.main([str(empty)])
+    with pytest.raises(SystemExit) as exited:
+        plot_main([str(run), str(empty), "--out", str(tmp_path / "out.png")])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "argument RUN_DIR:" in err and "not-a-run" in err and "Traceback" not in err
     assert not (tmp_path / "out.png").exists()
 
 
@@ -117,3 +119,25 @@ def test_a_training_run_writes_tensorboard_events_and_its_curves(mnist_dir, tmp_
     assert scalar.step == 1 and scalar.value == pytest.approx(logged["val_error"])
     curves = plot.plot_runs([folder], folder / "learning-curves.png")
     assert Image.open(curves).size == (1300, 900)
+
+
+def test_the_trainers_end_of_run_figures(mnist_dir, tmp_path, capsys):
+    import torch
+
+    from agents import RAMConfig, RecurrentAttentionModel, save_agent
+    from agents.figures import draw_run_figures
+
+    run = write_run(tmp_path / "run", "mnist28-6g")
+    torch.manual_seed(0)
+    config = RAMConfig(scales=1, glimpse_size=8, what_hidden=8, where_hidden=8, glimpse_out=16, core_size=16)
+    save_agent(run / "best.pt", RecurrentAttentionModel(config), dict(size=28, n_glimpses=3))
+    written = draw_run_figures(run, data_dir=str(mnist_dir))
+    assert written == {"glimpses": run / "glimpse_paths-glimpses.png", "episode": run / "glimpse_paths-episode.gif",
+                       "learning_curves": run / "learning-curves.png"}
+    assert all(path.stat().st_size > 0 for path in written.values())
+    assert f"glimpses: {run / 'glimpse_paths-glimpses.png'}" in capsys.readouterr().out
+
+    (run / "best.pt").write_bytes(b"damaged")  # a figure that fails costs only that figure
+    (run / "learning-curves.png").unlink()
+    assert set(draw_run_figures(run, data_dir=str(mnist_dir))) == {"learning_curves"}
+    assert "warning: the glimpse paths were not drawn (ValueError: checkpoint" in capsys.readouterr().err

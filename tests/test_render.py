@@ -11,19 +11,9 @@ import pytest
 import torch
 
 import glimpse_env  # noqa: F401  (registers GlimpseMNIST-v0)
-from glimpse_env.render import (
-    BOX_WIDTH,
-    UNSEEN_COLOUR,
-    FrameView,
-    draw_frame,
-    episode_view,
-    foveated_image,
-    frame_layout,
-    paint_glimpses,
-    scale_colour,
-    surface_to_array,
-    to_uint8,
-)
+from glimpse_env.drawing import BOX_WIDTH, UNSEEN_COLOUR, scale_colour, surface_to_array
+from glimpse_env.pixels import foveated_image, paint_glimpses, to_uint8
+from glimpse_env.render import FrameView, draw_frame, episode_view, frame_layout
 from glimpse_env.retina import glimpse_boxes
 
 MNIST_28 = dict(size=28, scales=1, glimpse_size=8, n_glimpses=4)

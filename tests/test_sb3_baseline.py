@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
-import sb3_baseline  # noqa: E402
-
-from glimpse_env.data import DigitSet  # noqa: E402
+import agents.training
+import agents.training.sb3_baseline as sb3_baseline
+from glimpse_env.data import DigitSet
 
 
 @pytest.mark.parametrize("algo", ["recurrent-ppo", "ppo"])
@@ -39,11 +37,9 @@ def test_tiny_run_writes_config_model_and_results(algo: str, tiny_digits: DigitS
 
 
 def test_presets_come_from_the_ram_trainer() -> None:
-    import ram_agent
-
-    assert sb3_baseline.PRESETS is ram_agent.PRESETS
+    assert sb3_baseline.PRESETS is agents.training.PRESETS
     config = sb3_baseline.resolve_config(sb3_baseline.build_parser().parse_args(["--preset", "translated60-4g"]))
     assert (config.size, config.scales, config.glimpse_size, config.n_glimpses) == (60, 3, 12, 4)
-    for preset in ram_agent.PRESETS:  # every row, also those that set RAM-only options (reinforce_core)
+    for preset in agents.training.PRESETS:  # every row, also those that set RAM-only options (reinforce_core)
         args = sb3_baseline.build_parser().parse_args(["--preset", preset])
         assert sb3_baseline.resolve_config(args).preset == preset

@@ -1,0 +1,245 @@
+"""A run's configuration: the dataclasses whose fields are the trainer's flags, how flags, presets and a resumed
+run's config.json combine into one, and the check of the whole of it before anything starts.
+
+Every field of :class:`TrainConfig` is a ``--flag`` (``add_config_flags``). A refused value is a
+:class:`ConfigError` whose message names the flag; the command line prints it as ``error: ...`` and exits with
+status 2, as argparse does, before a run folder is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agents.ram import CORES, RAMConfig
+from agents.training.presets import PRESETS
+from glimpse_env.config import FIRST_LOCATIONS, NUM_CLASSES, GlimpseConfig, env_arguments, resolve_device
+
+PRECISIONS = ("auto", "bf16", "fp32")
+LR_SCHEDULES = ("cosine", "constant")
+
+
+class ConfigError(ValueError):
+    """A configuration (or an input it names) the run cannot use; the message names the flag."""
+
+
+def option(default, help: str):  # noqa: A002  (argparse's word)
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TaskConfig:
+    """The paper configuration and the GlimpseMNIST-v0 arguments it sets (a flag overrides any of them)."""
+
+    preset: str = option("mnist28-6g", "paper configuration to start from (see --list-presets)")
+    size: int = option(28, "canvas side in pixels (28: MNIST; 60/100: translated or cluttered)")
+    scales: int = option(1, "retina scales k; scale i covers glimpse_size * 2**i pixels")
+    glimpse_size: int = option(8, "side g of each g x g retina patch")
+    n_glimpses: int = option(6, "glimpses per episode (= environment steps per episode)")
+    clutter: int = option(0, "8x8 distractor crops per canvas")
+    first_location: str = option("random", "where the first glimpse goes: random or center")
+
+    def env_kwargs(self) -> dict:
+        return env_arguments(dataclasses.asdict(self))
+
+
+@dataclass
+class TrainConfig(TaskConfig):
+    """Every hyperparameter of a run; each one is also a command-line flag."""
+
+    # the model (agents.RAMConfig)
+    core: str = option("rnn", "recurrent core: rnn (the paper's ReLU RNN) or lstm")
+    what_hidden: int = option(128, "units of the glimpse network's 'what' path")
+    where_hidden: int = option(128, "units of the glimpse network's 'where' path")
+    glimpse_out: int = option(256, "units of the glimpse network's output")
+    core_size: int = option(256, "units of the recurrent core")
+    loc_std: float = option(0.1, "standard deviation of the Gaussian location policy, on [-1, 1]")
+    loc_std_final: float = option(0.0, "anneal the location policy's standard deviation linearly over the epochs, "
+                                       "from loc_std in the first to this in the last (0: constant loc_std)")
+    learn_first_location: bool = option(True, "the agent learns where its first glimpse goes (--no-learn-first-"
+                                              "location: the env puts it at --first-location)")
+    reinforce_core: bool = option(False, "REINFORCE trains the core and glimpse network too, not only the location "
+                                         "head (the paper's full-network gradient)")
+    # learning
+    epochs: int = option(45, "passes over the 55,000 training images")
+    batch_size: int = option(128, "images per gradient step (each shown in mc_samples slots), over all processes: "
+                                  "under torchrun each of N processes plays batch_size / N of them, so the "
+                                  "hyperparameters mean the same at any N")
+    train_subset: int = option(0, "train on only the first N training images (0: all 55,000); for quick checks")
+    mc_samples: int = option(10, "M: sampled location paths per training image")
+    shared_canvas: bool = option(False, "the M paths of an image look at one canvas (the paper's M samples of one "
+                                        "episode; 1.2-1.7x faster on cluttered rows); default: each path gets its "
+                                        "own translation and clutter")
+    init_from: str = option("", "start from the weights of this checkpoint (same architecture and retina; the task "
+                                "may differ: translated -> cluttered, fewer distractors -> more), not from a random "
+                                "initialisation")
+    lr: float = option(2e-3, "peak learning rate of Adam")
+    lr_schedule: str = option("cosine", "cosine (warm-up, then cosine decay to lr_final) or constant")
+    lr_final: float = option(1e-5, "learning rate at the end of the cosine schedule")
+    warmup_epochs: float = option(0.5, "epochs of linear learning-rate warm-up")
+    weight_decay: float = option(0.0, "Adam(W) weight decay")
+    rl_weight: float = option(1.0, "weight of the REINFORCE term in the hybrid loss")
+    ema_decay: float = option(0.0, "keep an exponential moving average of the weights with this decay per step "
+                                   "(e.g. 0.999); validation, best.pt and the test then use the average, and "
+                                   "the metrics also give the live weights' val_error_live (0: off)")
+    grad_clip: float = option(5.0, "clip the gradient's global norm to this (0: no clipping)")
+    clip_separately: bool = option(False, "clip the supervised gradient (cross-entropy + baseline) and the "
+                                          "REINFORCE gradient to --grad-clip each, then add them (else one global "
+                                          "norm: a large REINFORCE gradient shrinks the classifier's step)")
+    max_nonfinite_steps: int = option(20, "a step whose loss or gradient is NaN/inf is skipped (and counted in the "
+                                          "metrics); this many in a row stop the run")
+    # evaluation
+    val_mc: int = option(0, "K for Monte-Carlo validation error (0: deterministic policy only)")
+    test_mc: int = option(10, "K for the final Monte-Carlo test error")
+    eval_slots: int = option(5000, "episodes played at once during evaluation (by each process)")
+    val_subset: int = option(0, "validate on only the first N validation images (0: all 5,000); for quick checks")
+    # the run
+    seed: int = option(0, "seed of everything random in the run")
+    device: str = option("auto", "auto (CUDA when present), cpu or cuda")
+    precision: str = option("auto", "bf16 (autocast), fp32, or auto: bf16 on CUDA and on CPUs with bf16 "
+                                    "instructions (AMX or AVX-512 BF16); every preset pins bf16")
+    run_dir: str = option("", "run folder (default: runs/<preset>-<time>)")
+    data_dir: str = option("", "MNIST folder (default: $GLIMPSE_MNIST_DIR, else a download)")
+    figure: bool = option(True, "draw the learned glimpse paths (PNG and GIF) into the run folder at the end")
+
+    def model_kwargs(self) -> dict:
+        return dict(core=self.core, what_hidden=self.what_hidden, where_hidden=self.where_hidden,
+                    glimpse_out=self.glimpse_out, core_size=self.core_size, loc_std=self.loc_std,
+                    learn_first_location=self.learn_first_location, reinforce_core=self.reinforce_core)
+
+
+CHOICES = {"preset": list(PRESETS), "core": list(CORES), "lr_schedule": list(LR_SCHEDULES),
+           "precision": list(PRECISIONS), "first_location": list(FIRST_LOCATIONS)}
+# Fields a run folder written before they existed lacks, with the behaviour it was trained with.
+ADDED_LATER = {"learn_first_location": False, "reinforce_core": False, "shared_canvas": False, "init_from": "",
+               "val_subset": 0, "max_nonfinite_steps": 20, "clip_separately": False, "loc_std_final": 0.0,
+               "ema_decay": 0.0}
+# What may change when a run is resumed; everything else must match the run's config.json.
+RESUMABLE_CHANGES = {"epochs", "device", "run_dir", "data_dir", "figure", "eval_slots", "max_nonfinite_steps"}
+# Integer flags that must be at least this.
+MINIMUMS = {"epochs": 1, "batch_size": 1, "mc_samples": 1, "train_subset": 0, "eval_slots": 1, "val_subset": 0,
+            "val_mc": 0, "test_mc": 0, "max_nonfinite_steps": 1, "seed": 0}
+# Float flags: (smallest allowed, whether it is allowed itself); every one must be finite.
+FLOAT_BOUNDS = {"loc_std": (0.0, False), "loc_std_final": (0.0, True), "lr": (0.0, False), "lr_final": (0.0, True),
+                "warmup_epochs": (0.0, True), "weight_decay": (0.0, True), "rl_weight": (0.0, True),
+                "grad_clip": (0.0, True)}
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def finite_float(text: str) -> float:
+    """argparse's type for float flags: a finite number (NaN and inf are refused, naming the flag)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_class: type, choices: dict[str, list]) -> None:
+    """One ``--flag`` per field of a config dataclass, absent unless given (so presets can fill the gaps)."""
+    for f in dataclasses.fields(config_class):
+        help_text = f"{f.metadata['help']} (default: {f.default})"
+        if f.type == "bool":
+            parser.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=help_text)
+        else:
+            kind = {"int": int, "float": finite_float, "str": str}[f.type]
+            parser.add_argument(flag(f.name), type=kind, default=argparse.SUPPRESS, choices=choices.get(f.name),
+                                help=help_text)
+
+
+def explicit_flags(args: argparse.Namespace, config_class: type) -> dict:
+    """The config fields given on the command line."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(config_class) if hasattr(args, f.name)}
+
+
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    """Defaults, then the preset, then explicit flags; with --resume, the run's config with allowed changes."""
+    explicit = explicit_flags(args, TrainConfig)
+    if not args.resume:
+        preset = explicit.get("preset", TrainConfig.preset)
+        return TrainConfig(**{**PRESETS[preset], **explicit, "preset": preset})
+    saved = {**ADDED_LATER, **read_run_config(Path(args.resume))}
+    changed = {k: (saved.get(k), v) for k, v in explicit.items() if saved.get(k) != v}
+    refused = {k: pair for k, pair in changed.items() if k not in RESUMABLE_CHANGES}
+    if refused:
+        lines = ", ".join(f"{k}: run has {old!r}, asked {new!r}" for k, (old, new) in refused.items())
+        raise ConfigError(f"--resume {args.resume}: refusing to continue with another configuration ({lines}). "
+                          f"Only {sorted(RESUMABLE_CHANGES)} may change.")
+    return TrainConfig(**{**saved, **explicit, "run_dir": str(args.resume)})
+
+
+def read_run_config(folder: Path) -> dict:
+    """A run folder's config.json, checked to be one this version can continue."""
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"--resume {folder}: no config.json there; is it a run folder?")
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"--resume {folder}: its config.json cannot be read ({error})") from error
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    if not isinstance(saved, dict) or set(saved) - known:
+        unknown = sorted(set(saved) - known) if isinstance(saved, dict) else type(saved).__name__
+        raise ConfigError(f"--resume {folder}: its config.json is not a run configuration of this version "
+                          f"(unknown: {unknown})")
+    return saved
+
+
+def check_config(config: TrainConfig, world_size: int = 1) -> None:
+    """A ConfigError naming the flag, before anything starts, for any value the run could not use."""
+    for name, value in dataclasses.asdict(config).items():
+        expected = TrainConfig.__dataclass_fields__[name].type
+        kinds = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}[expected]
+        if not isinstance(value, kinds) or (expected != "bool" and isinstance(value, bool)):
+            raise ConfigError(f"{flag(name)} must be {expected}, got {value!r}")
+    for name, minimum in MINIMUMS.items():
+        if getattr(config, name) < minimum:
+            raise ConfigError(f"{flag(name)} must be >= {minimum}; got {getattr(config, name)}")
+    for name, (low, inclusive) in FLOAT_BOUNDS.items():
+        value = getattr(config, name)
+        if not math.isfinite(value) or value < low or (value == low and not inclusive):
+            raise ConfigError(f"{flag(name)} must be {'>=' if inclusive else '>'} {low:g} (a finite number); "
+                              f"got {value}")
+    if not 0.0 <= config.ema_decay < 1.0:
+        raise ConfigError(f"--ema-decay must be in [0, 1) (0: off); got {config.ema_decay}")
+    for name, allowed in CHOICES.items():
+        if name != "preset" and getattr(config, name) not in allowed:
+            raise ConfigError(f"{flag(name)} must be one of {', '.join(allowed)}; got {getattr(config, name)!r}")
+    for build in (lambda: GlimpseConfig(**config.env_kwargs()),
+                  lambda: RAMConfig(scales=config.scales, glimpse_size=config.glimpse_size, num_classes=NUM_CLASSES,
+                                    **config.model_kwargs())):
+        try:
+            build()
+        except ValueError as error:
+            raise ConfigError(naming_the_flag(str(error))) from error
+    if config.batch_size % world_size:
+        raise ConfigError(f"--batch-size {config.batch_size} does not split evenly over the {world_size} "
+                          f"processes of this torchrun job: choose a multiple of {world_size} (it is the global "
+                          f"batch, so the hyperparameters mean the same at any number of processes)")
+    if config.val_subset and config.val_subset < world_size:
+        raise ConfigError(f"--val-subset {config.val_subset}: fewer validation images than the {world_size} "
+                          f"processes")
+    try:
+        resolve_device(config.device)
+    except ValueError as error:
+        raise ConfigError(f"--device {config.device}: {error}") from error
+
+
+def naming_the_flag(message: str) -> str:
+    """An env's or model's message about an argument (``size must be ...``), with the argument as its flag."""
+    match = re.match(r"(\w+)", message)
+    if match and match.group(1) in TrainConfig.__dataclass_fields__:
+        name = match.group(1)
+        return flag(name) + message[len(name):] if message[len(name):].startswith(" ") else f"{flag(name)}: {message}"
+    return message

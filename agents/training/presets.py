@@ -1,0 +1,83 @@
+"""The paper's rows as plain data: PRESETS (one run's values) and RECIPES (the runs that made a shipped checkpoint).
+
+A preset's keys are :class:`agents.training.config.TrainConfig` fields; a flag given on the command line overrides
+any of them. Precision is pinned in every row (``bf16``), so a row trains the same on every CPU: both CPU kinds this
+project trains on have bf16 instructions. Why each value was chosen (the validation figures of what was tried) is in
+``docs/experiments.md``, not here.
+
+A recipe is a list of stages, each a run of its own (folder ``stage<i>`` of the recipe's run folder) that starts from
+the previous stage's ``best.pt``: a stage's values override the preset's (``preset`` may name another one), flags
+given with ``--recipe`` override every stage's. Stage values are those each shipped stage ran with.
+"""
+
+from __future__ import annotations
+
+MNIST28 = dict(size=28, scales=1, glimpse_size=8, clutter=0, precision="bf16")
+TRANSLATED60 = dict(size=60, scales=3, glimpse_size=12, clutter=0, precision="bf16")
+CLUTTERED60 = dict(TRANSLATED60, clutter=4)
+CLUTTERED100 = dict(size=100, scales=4, glimpse_size=12, clutter=8, precision="bf16")
+# The translated rows: one long run with the full-network gradient and the weight average from the start.
+ONE_LONG_RUN = dict(reinforce_core=True, ema_decay=0.999, epochs=120)
+
+PRESETS: dict[str, dict] = {
+    "mnist28-2g": dict(MNIST28, n_glimpses=2),
+    "mnist28-3g": dict(MNIST28, n_glimpses=3),
+    "mnist28-4g": dict(MNIST28, n_glimpses=4),
+    "mnist28-5g": dict(MNIST28, n_glimpses=5),
+    "mnist28-6g": dict(MNIST28, n_glimpses=6),
+    "mnist28-7g": dict(MNIST28, n_glimpses=7),
+    "translated60-4g": dict(TRANSLATED60, **ONE_LONG_RUN, n_glimpses=4),
+    "translated60-6g": dict(TRANSLATED60, **ONE_LONG_RUN, n_glimpses=6),
+    "translated60-8g": dict(TRANSLATED60, **ONE_LONG_RUN, n_glimpses=8),
+    # The TensorFlow implementation's row: 4 glimpses of 8x8 at 3 scales (8, 16 and 32 pixels) on translated 60x60.
+    "translated60-4g-8px": dict(TRANSLATED60, **ONE_LONG_RUN, glimpse_size=8, n_glimpses=4),
+    "cluttered60-4g": dict(CLUTTERED60, n_glimpses=4),
+    "cluttered60-6g": dict(CLUTTERED60, n_glimpses=6),
+    "cluttered60-8g": dict(CLUTTERED60, n_glimpses=8),
+    "cluttered100-4g": dict(CLUTTERED100, n_glimpses=4, reinforce_core=True),
+    "cluttered100-6g": dict(CLUTTERED100, n_glimpses=6, reinforce_core=True),
+    "cluttered100-8g": dict(CLUTTERED100, n_glimpses=8, reinforce_core=True),
+}
+
+# A later stage: the full-network gradient and the weight average, the schedule restarted at a lower peak.
+LATER_STAGE = dict(reinforce_core=True, ema_decay=0.999, lr=5e-4, warmup_epochs=1)
+RECIPES: dict[str, list[dict]] = {
+    "translated60-4g": [dict(), dict(LATER_STAGE, epochs=40)],
+    # Fewer glimpses -> more: the 4-glimpse row's long run, then 40 epochs with 6 glimpses.
+    "translated60-6g": [dict(n_glimpses=4), dict(LATER_STAGE, epochs=40)],
+    "cluttered60-8g": [dict(learn_first_location=False),
+                       dict(reinforce_core=True, shared_canvas=True, epochs=50, lr=1e-3, warmup_epochs=1),
+                       dict(LATER_STAGE, epochs=40), dict(LATER_STAGE, epochs=30), dict(LATER_STAGE, epochs=30)],
+    "cluttered100-8g": [dict(learn_first_location=False, reinforce_core=False),
+                        dict(shared_canvas=True, epochs=50, lr=1e-3, warmup_epochs=1),
+                        dict(LATER_STAGE, epochs=50)],
+}
+
+# The run records (assets/runs/<folder>/config.json) of what ships, by the preset or recipe stage that made them:
+# "<preset>" for a row trained in one run, "<recipe>/stage<i>" for a recipe's stage (stage 1 of both translated
+# recipes is the same 120-epoch run). tests/test_presets.py pins each to its record; a row without a shipped record
+# is not listed.
+SHIPPED_RECORDS: dict[str, str] = {
+    "mnist28-2g": "assets/runs/mnist28-2g",
+    "mnist28-4g": "assets/runs/mnist28-4g",
+    "mnist28-6g": "assets/runs/quick-start",
+    "translated60-4g/stage1": "assets/runs/translated60-4g-one-run",
+    "translated60-4g/stage2": "assets/runs/translated60-4g-one-run-stage2",
+    "translated60-6g/stage1": "assets/runs/translated60-4g-one-run",
+    "translated60-6g/stage2": "assets/runs/translated60-6g-from-4g",
+    "cluttered60-8g/stage1": "assets/runs/cluttered60-8g",
+    "cluttered60-8g/stage2": "assets/runs/cluttered60-8g-finetune",
+    "cluttered60-8g/stage3": "assets/runs/cluttered60-8g-stage3",
+    "cluttered60-8g/stage4": "assets/runs/cluttered60-8g-stage4",
+    "cluttered60-8g/stage5": "assets/runs/cluttered60-8g-stage5",
+    "cluttered100-8g/stage1": "assets/runs/cluttered100-8g",
+    "cluttered100-8g/stage2": "assets/runs/cluttered100-8g-finetune",
+    "cluttered100-8g/stage3": "assets/runs/cluttered100-8g-stage3",
+}
+
+
+def stage_values(recipe: str, number: int) -> dict:
+    """The values of stage ``number`` (1-based) of ``recipe``: its preset's, then the stage's own."""
+    stage = RECIPES[recipe][number - 1]
+    preset = stage.get("preset", recipe)
+    return {**PRESETS[preset], **stage, "preset": preset}

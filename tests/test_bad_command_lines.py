@@ -1,0 +1,183 @@
+"""Bad command lines of the trainer and of train/evaluate.py (issue 18, fault 8): each is refused as argparse
+refuses, ``error: ...`` naming the flag and exit status 2, before anything is written (no half-made run folder that
+would refuse the corrected retry); a traceback is for bugs only."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from agents.training import cli
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--train-subset", "64", "--batch-size", "32", "--mc-samples", "2", "--n-glimpses", "3", "--eval-slots",
+        "2500", "--val-subset", "100", "--test-mc", "0", "--no-figure", "--precision", "fp32", "--device", "cpu"]
+NO_CUDA = not torch.cuda.is_available()
+
+# (flags, what the message must say); each with TINY and a --run-dir that must not appear.
+BAD_TRAINER_FLAGS = [
+    (["--lr", "nan"], "argument --lr: must be a finite number"),
+    (["--lr", "inf"], "argument --lr: must be a finite number"),
+    (["--lr", "0"], "--lr must be > 0"),
+    (["--lr", "-0.001"], "--lr must be > 0"),
+    (["--lr", "fast"], "argument --lr: invalid float value"),
+    (["--loc-std", "0"], "--loc-std must be > 0"),
+    (["--loc-std", "nan"], "argument --loc-std: must be a finite number"),
+    (["--loc-std-final", "-0.1"], "--loc-std-final must be >= 0"),
+    (["--grad-clip", "-1"], "--grad-clip must be >= 0"),
+    (["--lr-final", "-1"], "--lr-final must be >= 0"),
+    (["--warmup-epochs", "-1"], "--warmup-epochs must be >= 0"),
+    (["--weight-decay", "-0.5"], "--weight-decay must be >= 0"),
+    (["--rl-weight", "-1"], "--rl-weight must be >= 0"),
+    (["--ema-decay", "1"], "--ema-decay must be in"),
+    (["--ema-decay", "inf"], "argument --ema-decay: must be a finite number"),
+    (["--size", "20"], "--size must be an integer >= 28"),
+    (["--scales", "5"], "--scales.*largest scale"),
+    (["--glimpse-size", "0"], "--glimpse-size must be"),
+    (["--glimpse-size", "100"], "--glimpse-size must be"),
+    (["--n-glimpses", "0"], "--n-glimpses must be"),
+    (["--clutter", "-1"], "--clutter must be"),
+    (["--what-hidden", "0"], "--what-hidden must be"),
+    (["--core-size", "0"], "--core-size must be"),
+    (["--core", "gru"], "argument --core: invalid choice"),
+    (["--precision", "fp16"], "argument --precision: invalid choice"),
+    (["--lr-schedule", "step"], "argument --lr-schedule: invalid choice"),
+    (["--first-location", "corner"], "argument --first-location: invalid choice"),
+    (["--preset", "mnist29-6g"], "argument --preset: invalid choice"),
+    (["--recipe", "mnist29-6g"], "argument --recipe: invalid choice"),
+    (["--device", "tpu"], "--device tpu"),
+    (["--seed", "-1"], "--seed must be >= 0"),
+    (["--epochs", "0"], "--epochs must be >= 1"),
+    (["--epochs", "1.5"], "argument --epochs: invalid int value"),
+    (["--mc-samples", "0"], "--mc-samples must be >= 1"),
+    (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--eval-slots", "0"], "--eval-slots must be >= 1"),
+    (["--max-nonfinite-steps", "0"], "--max-nonfinite-steps must be >= 1"),
+    (["--train-subset", "-1"], "--train-subset must be >= 0"),
+    (["--val-subset", "-1"], "--val-subset must be >= 0"),
+    (["--val-mc", "-1"], "--val-mc must be >= 0"),
+    (["--threads", "0"], "argument --threads: must be >= 1"),
+    (["--init-from", "no/such/checkpoint.pt"], "--init-from no/such/checkpoint.pt: .*does not exist"),
+    (["--data-dir", "no/such/folder"], "--data-dir no/such/folder"),
+]
+if NO_CUDA:
+    BAD_TRAINER_FLAGS.append((["--device", "cuda"], "--device cuda: .*no CUDA GPU"))
+
+
+@pytest.mark.parametrize("flags, message", BAD_TRAINER_FLAGS, ids=[" ".join(f) for f, _ in BAD_TRAINER_FLAGS])
+def test_the_trainer_refuses_a_bad_flag_before_writing(mnist_dir, tmp_path, refused, flags, message):
+    refused(cli.main, [*TINY, "--run-dir", str(tmp_path / "run"), *flags], message)
+    assert not (tmp_path / "run").exists()
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.iterdir())
+            if path.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(mnist_dir, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("finished") / "run"
+    cli.main([*TINY, "--epochs", "1", "--run-dir", str(folder)])
+    return folder
+
+
+def damaged_copy(run: Path, folder: Path, name: str, content: bytes) -> Path:
+    folder.mkdir()
+    for path in run.iterdir():
+        if path.is_file() and path.name != "results.json":
+            (folder / path.name).write_bytes(path.read_bytes())
+    (folder / name).write_bytes(content)
+    return folder
+
+
+def test_a_damaged_init_from_is_refused_before_writing(finished_run, tmp_path, refused):
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes((finished_run / "best.pt").read_bytes()[:5000])
+    refused(cli.main, [*TINY, "--run-dir", str(tmp_path / "run"), "--init-from", str(damaged)],
+            f"--init-from {damaged}: .*truncated, damaged or not a torch checkpoint")
+    assert not (tmp_path / "run").exists()
+    refused(cli.main, [*TINY, "--run-dir", str(tmp_path / "run"), "--init-from", str(finished_run / "config.json")],
+            "--init-from .*config.json")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("config.json", b'{"epochs": 3, "lr": ', "--resume .*config.json cannot be read"),
+    ("config.json", b'{"epochs": 3, "learning_rate": 1}', "--resume .*not a run configuration.*learning_rate"),
+    ("config.json", b'{"epochs": 3, "lr": "fast"}', "--lr must be float"),
+    ("last.pt", b"PK\x03\x04 half a checkpoint", "--resume .*last.pt cannot be continued from"),
+], ids=["torn-config", "foreign-config", "bad-value-in-config", "damaged-last"])
+def test_a_damaged_run_folder_is_refused_and_left_as_it_was(finished_run, tmp_path, refused, name, content,
+                                                             message):
+    folder = damaged_copy(finished_run, tmp_path / "run", name, content)
+    before = snapshot(folder)
+    refused(cli.main, ["--resume", str(folder), "--epochs", "2"], message)
+    assert snapshot(folder) == before
+
+
+def test_resume_of_a_folder_that_is_not_a_run(tmp_path, refused):
+    refused(cli.main, ["--resume", str(tmp_path / "nothing")], "--resume .*no config.json there")
+    assert not (tmp_path / "nothing").exists()
+
+
+# ---------------------------------------------------------------- train/evaluate.py
+
+
+@pytest.fixture(scope="module")
+def damaged_checkpoint(finished_run, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("damaged") / "best.pt"
+    path.write_bytes((finished_run / "best.pt").read_bytes()[:-100])
+    return path
+
+
+BAD_EVALUATE_FLAGS = [
+    (["--mc", "-1"], "--mc must be >= 0"),
+    (["--slots", "0"], "--slots must be >= 1"),
+    (["--num-images", "0"], "--num-images must be in"),
+    (["--num-images", "10001"], "--num-images must be in"),
+    (["--seed", "-1"], "--seed must be in"),
+    (["--split", "holdout"], "argument --split: invalid choice"),
+    (["--device", "tpu"], "--device tpu"),
+    (["--data-dir", "no/such/folder"], "--data-dir no/such/folder"),
+]
+if NO_CUDA:
+    BAD_EVALUATE_FLAGS.append((["--device", "cuda"], "--device cuda: .*no CUDA GPU"))
+
+
+@pytest.mark.parametrize("flags, message", BAD_EVALUATE_FLAGS, ids=[" ".join(f) for f, _ in BAD_EVALUATE_FLAGS])
+def test_evaluate_refuses_a_bad_flag(finished_run, refused, flags, message):
+    refused(cli.evaluate_main, [str(finished_run / "best.pt"), *flags], message)
+
+
+def test_evaluate_refuses_a_bad_checkpoint_before_evaluating_any(finished_run, damaged_checkpoint, refused,
+                                                                 capsys):
+    good = str(finished_run / "best.pt")
+    refused(cli.evaluate_main, [good, str(damaged_checkpoint)], f"checkpoint {damaged_checkpoint}: .*")
+    refused(cli.evaluate_main, [good, "no/such/best.pt"], "checkpoint no/such/best.pt: .*does not exist")
+    refused(cli.evaluate_main, [good, "mnist29-6g"], "checkpoint mnist29-6g: .*known names: .*mnist28-6g")
+    assert capsys.readouterr().out == ""  # nothing was evaluated, not even the good one
+
+
+# ---------------------------------------------------------------- the scripts themselves
+
+
+@pytest.mark.parametrize("script, argv, message", [
+    ("train/ram_agent.py", [*TINY, "--lr", "nan"], "--lr: must be a finite number"),
+    ("train/ram_agent.py", [*TINY, "--grad-clip", "-1"], "--grad-clip must be >= 0"),
+    ("train/ram_agent.py", [*TINY, "--size", "20"], "--size must be an integer >= 28"),
+    ("train/evaluate.py", ["no/such/best.pt"], "checkpoint no/such/best.pt"),
+], ids=["lr-nan", "grad-clip", "size", "evaluate-missing"])
+def test_the_scripts_print_one_error_line_and_exit_2(mnist_dir, tmp_path, script, argv, message):
+    folder = tmp_path / "run"
+    argv = [*argv, "--run-dir", str(folder)] if script == "train/ram_agent.py" else argv
+    done = subprocess.run([sys.executable, script, *argv], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 2 and message in done.stderr and "error: " in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and not folder.exists()

@@ -13,18 +13,17 @@ import os
 import pickle
 import re
 import reprlib
-import tempfile
 import zipfile
-from collections.abc import Callable
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
 from agents.pretrained import resolve_checkpoint
 from agents.ram import RAMConfig, RecurrentAttentionModel
 from glimpse_env.config import NUM_CLASSES, GlimpseConfig, _check_int, resolve_device
+from glimpse_env.files import atomic_write
 
 FORMAT = "glimpse-mnist-ram/1"
 REQUIRED = ("model", "model_config", "env_kwargs")  # each a dict; "extra" (a dict) is optional
@@ -37,27 +36,6 @@ class LoadedAgent(NamedTuple):
     model: RecurrentAttentionModel
     env_kwargs: dict[str, Any]  # the GlimpseMNIST-v0 arguments the model was trained on
     extra: dict[str, Any]  # anything else the checkpoint holds (training state, metrics)
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
-    """Write a file atomically: ``write(file)`` fills a temporary file beside ``path`` (named ``<name>*.tmp``), which
-    is flushed to disk, then renamed over ``path``. A kill or an error mid-write leaves ``path`` as it was (and the
-    temporary file is removed on an error). The one way this project writes a file that must never be torn:
-    checkpoints, and a run folder's text files."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as tmp:
-        try:
-            write(tmp)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        except BaseException:
-            os.unlink(tmp.name)
-            raise
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp.name, 0o666 & ~umask)  # as an ordinary file would be, not the temporary file's 0600
-    os.replace(tmp.name, path)
 
 
 def atomic_torch_save(payload: Any, path: str | os.PathLike) -> None:

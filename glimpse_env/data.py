@@ -23,6 +23,7 @@ from torchvision.datasets.mnist import read_image_file, read_label_file
 from torchvision.datasets.utils import calculate_md5
 
 from glimpse_env.config import NUM_CLASSES, SPLITS, _check_choice, resolve_device
+from glimpse_env.files import atomic_write
 
 ENV_VAR = "GLIMPSE_MNIST_DIR"
 CACHE_ENV_VAR = "GLIMPSE_MNIST_CACHE"
@@ -142,10 +143,7 @@ def _parse(raw: Path) -> dict[str, torch.Tensor]:
 
 def _save_atomically(tensors: dict[str, torch.Tensor], path: Path) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-            torch.save(tensors, tmp)
-        os.replace(tmp.name, path)
+        atomic_write(path, lambda file: torch.save(tensors, file))
     except OSError:
         pass  # an unwritable cache only costs a re-parse next time
 

@@ -29,9 +29,10 @@ from pathlib import Path
 import torch
 
 from agents import RAMConfig, RecurrentAttentionModel, save_agent
-from agents.checkpoint import atomic_write, read_checkpoint
+from agents.checkpoint import read_checkpoint
 from agents.training.config import ADDED_LATER, ConfigError, TrainConfig
 from agents.training.distributed import Distributed
+from glimpse_env.files import atomic_write
 
 try:
     import fcntl

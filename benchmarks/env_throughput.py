@@ -6,6 +6,10 @@ the figure is ``num_envs * n_glimpses * episodes / seconds``. Actions are drawn 
 
     python benchmarks/env_throughput.py                  # CPU, N = 1024 and 4096, sync vector of 64 single envs
     python benchmarks/env_throughput.py --device cuda --sizes 4096 65536
+    python benchmarks/env_throughput.py --size 100 --scales 4 --n-glimpses 8 --clutter 8 --compare-torch --sync-envs 0
+
+On the CPU the env sums cluttered canvases and reads glimpses with compiled kernels (``glimpse_env.cpu_kernels``);
+``--compare-torch`` also times the torch path they accelerate (the env before issue 19), in the same run.
 
 Needs MNIST (``GLIMPSE_MNIST_DIR`` or ``--data-dir``), or ``--fixture`` to use the 300 test digits of the test suite.
 """
@@ -23,6 +27,7 @@ import numpy as np
 import torch
 
 import glimpse_env
+from glimpse_env import cpu_kernels
 from glimpse_env.data import DigitSet
 
 TARGET_STEPS_PER_SECOND = 300_000  # at N = 4096 on the project's 2-core machine
@@ -132,13 +137,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--data-dir", default=None, help="MNIST folder (default: GLIMPSE_MNIST_DIR, else download)")
     parser.add_argument("--fixture", action="store_true", help="use the test suite's 300 digits instead of MNIST")
+    parser.add_argument("--compare-torch", action="store_true",
+                        help="also time the batched env without its CPU kernels (the torch path)")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
     digits = load_fixture() if args.fixture else None
     print(f"torch {torch.__version__}, gymnasium {gym.__version__}, {torch.get_num_threads()} intra-op threads")
-    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical cores)")
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical cores); CPU kernels "
+          f"{'on' if cpu_kernels.available() else 'OFF (numba missing)'}")
     if hasattr(os, "getloadavg"):
         load = os.getloadavg()
         print("load average before the run: {:.2f} {:.2f} {:.2f}".format(*load))
@@ -161,6 +169,12 @@ def main() -> None:
         target = f"   (target >= {TARGET_STEPS_PER_SECOND:,})" if num_envs == 4096 and args.device == "cpu" else ""
         label = f"batched env, N={num_envs:>6}, {args.device}:"
         print(f"{label:<34} {rate:>12,.0f} glimpse-steps/s ({episodes} episodes){target}")
+        if args.compare_torch:
+            with cpu_kernels.disabled():
+                torch_rate, episodes = batched_throughput(args, num_envs, digits)
+            label = f"  torch path, N={num_envs:>6}:"
+            print(f"{label:<34} {torch_rate:>12,.0f} glimpse-steps/s ({episodes} episodes); kernels "
+                  f"{rate / torch_rate:.2f}x")
 
     if args.sync_envs > 0:
         sync_rate, episodes = sync_vector_throughput(args, digits)

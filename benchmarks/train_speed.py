@@ -1,18 +1,24 @@
-"""Training throughput of the RAM agent on GlimpseMNIST-v0: sampled episodes per second and seconds per epoch.
+"""Training throughput of the RAM agent on GlimpseMNIST-v0: episodes and glimpses per second, and the env's share.
 
-    python benchmarks/train_speed.py                 # CPU (and CUDA when present)
-    python benchmarks/train_speed.py --device cuda
+    python benchmarks/train_speed.py                              # every preset, 1 and 2 threads, fp32 (+ bf16)
+    python benchmarks/train_speed.py --threads 1 --presets 100x100 --steps 3 --rounds 1 --loop-steps 0   # quick
 
-For each preset (28x28 / 6 glimpses of 8x8; 60x60 / 4 glimpses of 12x12 x 3 scales; cluttered 60x60 and 100x100 / 8
-glimpses; 128 images x M=10 slots, the M paths of an image over one canvas: the trainer's --shared-canvas) it times
-full training steps (rollout through the batched env, hybrid loss, backward, Adam) in float32 and, where bf16 is
-fast (CUDA, CPUs with AMX or AVX-512 BF16) or asked for, in bf16 autocast, and splits one step's time into env
-(retina and reset), model forward, backward and optimizer. Comparators, run in the same process:
+For each preset (28x28 / 6 glimpses of 8x8; 60x60 translated / 4 glimpses of 12x12 x 3 scales; cluttered 60x60 and
+100x100 / 8 glimpses; 128 images x M=10 slots a step) it times full training steps (rollout through the batched env,
+hybrid loss, backward, clipping, Adam) through the trainer's default path, a canvas per slot (``--shared-canvas``:
+one canvas per image instead), in float32 and, where bf16 is fast (CUDA, CPUs with AMX or AVX-512 BF16) or asked
+for, in bf16 autocast, at each ``--threads`` count; it prints episodes/s, glimpses/s, the step's milliseconds and the
+env's share of them (env alone: reset and the glimpses; forward, backward and Adam the rest). Comparators, in the
+same process, timed in turns with the same configurations (each keeps its best of ``--rounds``):
 
-* the same step with the retina computed image by image in a Python loop (crop, pad, average-pool), the way
-  per-sample retinas of public RAM implementations work (``--loop-steps``, CPU);
-* on the cluttered presets, the same step with a canvas of its own for every slot (the trainer's default), in
-  each precision: 10x the canvases to compose and sum per step.
+* today's path: the env without its compiled CPU kernels (``glimpse_env.cpu_kernels.disabled``): canvases composed
+  and summed by torch, glimpses gathered by torch, as before issue 19; the ratio is ours / today's;
+* ``--loop-steps N``: the retina computed image by image in a Python loop (crop, pad, average-pool), the way
+  per-sample retinas of public RAM implementations work (CPU, fp32);
+* ``--compile``: the model's step compiled by ``torch.compile`` against eager, on our path.
+
+The headline: 100x100 cluttered glimpses/s as a fraction of 28x28 / 6 glimpses' (target >= 0.65x at one thread, in
+bf16 where the CPU has it), and the env's share of a cluttered step (target <= 20%).
 
     python benchmarks/train_speed.py --world-size 2    # scaling: 2 ranks x 1 thread vs 1 process x 2 threads
 
@@ -26,11 +32,11 @@ of one thread.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -42,11 +48,13 @@ import torch.nn.functional as F
 
 import glimpse_env  # noqa: F401
 from agents import RAMConfig, RecurrentAttentionModel, hybrid_loss, run_episodes
+from agents.training.config import TrainConfig
+from agents.training.distributed import init_distributed
+from agents.training.step import EpisodeLoss, backward_and_clip, has_fast_bf16, wrap_for_ddp
+from glimpse_env import cpu_kernels
+from glimpse_env.data import TRAIN_SIZE
 from glimpse_env.retina import location_to_pixel
 from glimpse_env.vector_env import resolve_device
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
-from ram_agent import has_fast_bf16  # noqa: E402  (the trainer's rule for when --precision auto means bf16)
 
 PRESETS = {
     "28x28, 6 glimpses, 8x8": dict(size=28, scales=1, glimpse_size=8, n_glimpses=6),
@@ -54,7 +62,7 @@ PRESETS = {
     "cluttered 60x60, 8 glimpses, 12x12 x3": dict(size=60, scales=3, glimpse_size=12, n_glimpses=8, clutter=4),
     "cluttered 100x100, 8 glimpses, 12x12 x4": dict(size=100, scales=4, glimpse_size=12, n_glimpses=8, clutter=8),
 }
-EPOCH_EPISODES = 55_000 * 10  # one epoch: every training image in M=10 slots
+EPOCH_EPISODES = TRAIN_SIZE * 10  # one epoch: every training image in M=10 slots
 
 
 def synchronize(device: torch.device) -> None:
@@ -110,7 +118,7 @@ def time_steps(model, env, optimizer, autocast_dtype, device, steps: int, batch:
     generator = torch.Generator().manual_seed(0)
 
     def one_step() -> None:
-        indices = torch.randint(0, 55_000, (batch,), generator=generator).repeat_interleave(mc).to(device)
+        indices = torch.randint(0, TRAIN_SIZE, (batch,), generator=generator).repeat_interleave(mc).to(device)
         options = {"indices": indices, "slots_per_canvas": shared}
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             loss = hybrid_loss(run_episodes(model, env, options))
@@ -130,9 +138,9 @@ def time_steps(model, env, optimizer, autocast_dtype, device, steps: int, batch:
 
 
 def breakdown(model, env, optimizer, autocast_dtype, device, batch: int, mc: int, shared: int,
-              repeats: int = 5) -> dict:
+              repeats: int = 3) -> dict:
     """Milliseconds of one step spent in the env alone, the model's forward, backward and the optimizer."""
-    indices = torch.randint(0, 55_000, (batch,)).repeat_interleave(mc).to(device)
+    indices = torch.randint(0, TRAIN_SIZE, (batch,)).repeat_interleave(mc).to(device)
     options = {"indices": indices, "slots_per_canvas": shared}
     zeros = {"location": torch.zeros(env.num_envs, 2, device=device),
              "prediction": torch.zeros(env.num_envs, 10, device=device)}
@@ -186,24 +194,22 @@ def ddp_worker(rank: int, port: int, world_size: int, kwargs: dict, batch: int, 
                       LOCAL_WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
                       OMP_NUM_THREADS="1")
     torch.set_num_threads(1)
-    import ram_agent
-
-    dist = ram_agent.init_distributed(10.0)
+    dist = init_distributed(10.0)
     device = torch.device("cpu")
     share = batch // world_size
     env = gym.make_vec("GlimpseMNIST-v0", num_envs=share * mc, device=device, **kwargs)
     env.reset(seed=rank)
-    config = ram_agent.TrainConfig(**kwargs, batch_size=batch, mc_samples=mc)
+    config = TrainConfig(**kwargs, batch_size=batch, mc_samples=mc)
     model, optimizer = fresh_model(RAMConfig.from_spaces(env.single_observation_space, env.single_action_space,
                                                          learn_first_location=True), device)
-    step = ram_agent.wrap_for_ddp(ram_agent.EpisodeLoss(model, env, config.rl_weight), config, dist, device)
+    step = wrap_for_ddp(EpisodeLoss(model, env, config.rl_weight), config, dist, device)
     params, generator = list(model.parameters()), torch.Generator().manual_seed(rank)
 
     def one_step() -> None:
-        indices = torch.randint(0, 55_000, (share,), generator=generator).repeat_interleave(mc)
+        indices = torch.randint(0, TRAIN_SIZE, (share,), generator=generator).repeat_interleave(mc)
         loss, _ = step({"indices": indices, "slots_per_canvas": mc})
         optimizer.zero_grad(set_to_none=True)
-        ram_agent.backward_and_clip(loss, params, config, dist)
+        backward_and_clip(loss, params, config, dist)
         optimizer.step()
 
     best = float("inf")
@@ -254,6 +260,117 @@ def scaling(args: argparse.Namespace, chosen: list[str]) -> None:
               f"{best[1] / ranks:.2f}x that (ideal {world}x)")
 
 
+PATHS = {"ours": contextlib.nullcontext, "today": cpu_kernels.disabled}  # today's: the torch path before issue 19
+TARGET_RATIO, TARGET_ENV_SHARE = 0.65, 0.20
+
+
+def measure_preset(args: argparse.Namespace, preset: str, device: torch.device, precisions: list[str]) -> dict:
+    """{(threads, precision, path): (seconds per step, milliseconds of each part)}: every configuration timed in
+    turn, ``args.rounds`` times, each keeping its best; then one breakdown each."""
+    slots, mc = args.batch_size * args.mc_samples, args.mc_samples
+    shared = mc if args.shared_canvas else 1
+    env, config = preset_env(preset, slots, device)
+    paths = list(PATHS) if device.type == "cpu" else ["ours"]  # CUDA has only the torch path
+    thread_counts = args.threads if device.type == "cpu" else args.threads[:1]
+    configs = [(threads, label, path) for threads in thread_counts for label in precisions for path in paths]
+    best: dict = {}
+    for _ in range(args.rounds):
+        for threads, label, path in configs:
+            torch.set_num_threads(threads)
+            model, optimizer = fresh_model(config, device)
+            with PATHS[path]():
+                seconds = time_steps(model, env, optimizer, DTYPES[label], device, args.steps, args.batch_size, mc,
+                                     shared)
+            best[threads, label, path] = min(best.get((threads, label, path), float("inf")), seconds)
+    results = {}
+    for key in configs:
+        torch.set_num_threads(key[0])
+        model, optimizer = fresh_model(config, device)
+        with PATHS[key[2]]():
+            results[key] = best[key], breakdown(model, env, optimizer, DTYPES[key[1]], device, args.batch_size, mc,
+                                                shared)
+    if args.compile:
+        compare_compiled(args, env, config, device, precisions, shared)
+    if device.type == "cpu" and args.loop_steps > 0:
+        torch.set_num_threads(args.threads[0])
+        model, optimizer = fresh_model(config, device)
+        loop = time_steps(model, LoopRetinaEnv(env), optimizer, None, device, args.loop_steps, args.batch_size, mc, 1)
+        ours = results[args.threads[0], "fp32", "ours"][0] if "fp32" in precisions else None
+        faster = f"; ours (fp32) is {loop / ours:.1f}x faster" if ours else ""
+        print(f"[{device}] {preset}, comparator (per-sample loop retina, fp32, {args.threads[0]} thread(s)): "
+              f"{slots / loop:,.0f} episodes/s{faster}")
+    env.close()
+    return results
+
+
+def compare_compiled(args: argparse.Namespace, env, config: RAMConfig, device: torch.device, precisions: list[str],
+                     shared: int) -> None:
+    """Steps with the model's forward compiled by torch.compile (its backward too, through AOTAutograd) against
+    eager, our env path, at the first thread count; compiling (the first steps) is not timed."""
+    torch.set_num_threads(args.threads[0])
+    slots, mc = args.batch_size * args.mc_samples, args.mc_samples
+    for label in precisions:
+        best = {}
+        models = {mode: fresh_model(config, device) for mode in ("eager", "compiled")}
+        models["compiled"][0].forward = torch.compile(models["compiled"][0].forward, dynamic=False)
+        for _ in range(args.rounds):
+            for mode, (model, optimizer) in models.items():
+                seconds = time_steps(model, env, optimizer, DTYPES[label], device, args.steps, args.batch_size, mc,
+                                     shared)
+                best[mode] = min(best.get(mode, float("inf")), seconds)
+        compiled, eager = slots / best["compiled"], slots / best["eager"]
+        print(f"[{device}] torch.compile, {label}, {args.threads[0]} thread(s): compiled {compiled:,.0f} episodes/s, "
+              f"eager {eager:,.0f}: compiled/eager {compiled / eager:.2f}x")
+
+
+def report(preset: str, device: torch.device, results: dict, slots: int) -> None:
+    n = PRESETS[preset]["n_glimpses"]
+    for (threads, label, path), (seconds, parts) in results.items():
+        if path != "ours":
+            continue
+        share = parts["env"] / sum(parts.values())
+        line = (f"[{device}] {preset} | {label}, {threads} thread(s) | {slots / seconds:,.0f} episodes/s, "
+                f"{n * slots / seconds:,.0f} glimpses/s, {EPOCH_EPISODES * seconds / slots:.1f} s/epoch; step "
+                f"{1000 * seconds:.1f} ms: " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()) +
+                f" ms (env {100 * share:.0f}%)")
+        today = results.get((threads, label, "today"))
+        if today is not None:
+            today_share = today[1]["env"] / sum(today[1].values())
+            line += (f" | today's path {slots / today[0]:,.0f} episodes/s, step {1000 * today[0]:.1f} ms, env "
+                     f"{today[1]['env']:.1f} ms ({100 * today_share:.0f}%) | ours {today[0] / seconds:.2f}x")
+        print(line, flush=True)
+
+
+def headline(all_results: dict, slots: int, threads: int, precisions: list[str]) -> None:
+    """100x100 cluttered glimpses/s against 28x28's, and the cluttered env shares, at ``threads``."""
+    small, large = "28x28, 6 glimpses, 8x8", "cluttered 100x100, 8 glimpses, 12x12 x4"
+    cluttered = [name for name in all_results if name.startswith("cluttered")]
+    for label in precisions:
+        parts = [f"headline ({label}, {threads} thread(s), a canvas per slot):"]
+        for path in PATHS:
+            try:
+                rate = {name: PRESETS[name]["n_glimpses"] * slots / all_results[name][threads, label, path][0]
+                        for name in (small, large)}
+            except KeyError:
+                continue
+            ratio = rate[large] / rate[small]
+            verdict = f" (target >= {TARGET_RATIO}x: {'met' if ratio >= TARGET_RATIO else 'MISSED'})" * (path == "ours")
+            parts.append(f"{path}: 100x100 {rate[large]:,.0f} glimpses/s = {ratio:.2f}x 28x28's "
+                         f"{rate[small]:,.0f}{verdict};")
+        shares = {name: all_results[name][threads, label, "ours"][1] for name in cluttered
+                  if (threads, label, "ours") in all_results[name]}
+        shares = {name: part["env"] / sum(part.values()) for name, part in shares.items()}
+        if shares:
+            verdict = "met" if max(shares.values()) <= TARGET_ENV_SHARE else "MISSED"
+            parts.append("env share of a step: " + ", ".join(f"{name.split(',')[0]} {100 * v:.0f}%"
+                                                             for name, v in shares.items())
+                         + f" (target <= {100 * TARGET_ENV_SHARE:.0f}%: {verdict})")
+        print(" ".join(parts), flush=True)
+
+
+DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="all", help="cpu, cuda, or all (CPU, and CUDA when present)")
@@ -261,9 +378,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2,
                         help="the configurations of a preset are timed in turn this many times; each keeps its best "
                              "round, so other load on the machine biases no one of them")
+    parser.add_argument("--threads", default="1,2", help="comma-separated intra-op thread counts (CPU)")
     parser.add_argument("--batch-size", type=int, default=128, help="images per step")
     parser.add_argument("--mc-samples", type=int, default=10, help="M: slots per image")
+    parser.add_argument("--shared-canvas", action="store_true",
+                        help="the M slots of an image show one canvas (the trainer's --shared-canvas)")
     parser.add_argument("--loop-steps", type=int, default=2, help="timed steps of the per-sample-loop comparator")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile of the model against eager")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "both"), default="auto",
                         help="auto: fp32, and bf16 too where it is fast (CUDA, CPUs with AMX or AVX-512 BF16)")
     parser.add_argument("--presets", default=None,
@@ -276,57 +397,24 @@ def main() -> None:
         presets = args.presets or "28x28"
         scaling(args, [name for name in PRESETS if any(part.strip() in name for part in presets.split(","))])
         return
-    args.presets = args.presets or "all"
+    args.threads = [int(part) for part in args.threads.split(",")]
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if args.device == "all" else [args.device]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU: {cpu_model()}"
-          + (f", GPU: {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
-    slots, mc = args.batch_size * args.mc_samples, args.mc_samples
-    chosen = [name for name in PRESETS if args.presets == "all" or any(
+    print(f"torch {torch.__version__}, CPU: {cpu_model()} ({os.cpu_count()} cores), threads {args.threads}, CPU "
+          f"kernels {'on' if cpu_kernels.available() else 'OFF (numba missing)'}"
+          + (f", GPU: {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""), flush=True)
+    slots = args.batch_size * args.mc_samples
+    chosen = [name for name in PRESETS if not args.presets or any(
         part.strip() in name for part in args.presets.split(","))]
-    dtypes = {"fp32": None, "bf16": torch.bfloat16}
     for device_name in devices:
         device = resolve_device(device_name)
         precisions = {"fp32": ["fp32"], "bf16": ["bf16"], "both": ["fp32", "bf16"],
                       "auto": ["fp32", "bf16"] if has_fast_bf16(device) else ["fp32"]}[args.precision]
+        all_results = {}
         for preset in chosen:
-            kwargs = PRESETS[preset]
-            env, config = preset_env(preset, slots, device)
-            # (label, autocast dtype, slots per canvas): one canvas per image (--shared-canvas), and on the cluttered
-            # presets a canvas per slot (the trainer's default), in each precision.
-            variants = [(label, dtypes[label], mc) for label in precisions]
-            if kwargs.get("clutter", 0):
-                variants += [(f"{label}, a canvas per slot", dtypes[label], 1) for label in precisions]
-            best: dict[str, float] = {}
-            for _ in range(args.rounds):
-                for label, dtype, shared in variants:
-                    model, optimizer = fresh_model(config, device)
-                    seconds = time_steps(model, env, optimizer, dtype, device, args.steps, args.batch_size, mc,
-                                         shared)
-                    best[label] = min(best.get(label, float("inf")), seconds)
-            for label, dtype, shared in variants:
-                seconds = best[label]
-                model, optimizer = fresh_model(config, device)
-                parts = breakdown(model, env, optimizer, dtype, device, args.batch_size, mc, shared)
-                share = ", ".join(f"{k} {v:.1f} ms" for k, v in parts.items())
-                print(f"[{device}] {preset}, {label}: {slots / seconds:,.0f} episodes/s, "
-                      f"{EPOCH_EPISODES * seconds / slots:.1f} s/epoch (M=10); one step {1000 * seconds:.1f} ms: "
-                      f"{share} (env {100 * parts['env'] / sum(parts.values()):.0f}% of the step)")
-            if kwargs.get("clutter", 0):
-                for label in precisions:
-                    ratio = best[f"{label}, a canvas per slot"] / best[label]
-                    print(f"[{device}] {preset}: one canvas per image is {ratio:.2f}x the episodes/s of a canvas per "
-                          f"slot ({label}, same run)")
-            fastest = min(best[label] for label in precisions)
-            if device.type == "cpu" and args.loop_steps > 0:
-                model, optimizer = fresh_model(config, device)
-                loop = time_steps(model, LoopRetinaEnv(env), optimizer, None, device, args.loop_steps,
-                                  args.batch_size, mc, 1)
-                print(f"[{device}] {preset}, comparator (per-sample loop retina, fp32): {slots / loop:,.0f} "
-                      f"episodes/s; ours is {loop / fastest:.1f}x faster")
-            if preset.startswith("28x28") and device.type == "cpu":
-                verdict = "met" if slots / fastest >= 20_000 else "MISSED"
-                print(f"    target >= 20,000 episodes/s (M=10 epoch < 30 s): {verdict}")
-            env.close()
+            all_results[preset] = measure_preset(args, preset, device, precisions)
+            report(preset, device, all_results[preset], slots)
+        for threads in args.threads if device.type == "cpu" else args.threads[:1]:
+            headline(all_results, slots, threads, precisions)
 
 
 if __name__ == "__main__":

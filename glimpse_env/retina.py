@@ -15,13 +15,21 @@ Geometry (shared by the environments, the agent's training and every picture, th
 The work is split in two so that callers can do the expensive part once per episode: :func:`integral_image` turns
 canvases into summed-area tables, after which :func:`glimpse_from_integral` reads any glimpse with
 ``k * (g + 1)**2`` gathers per sample, independent of the scale's size. :func:`retina` does both in one call.
+
+On the CPU, reads go through a compiled kernel (:mod:`glimpse_env.cpu_kernels`) that gives the same glimpses, bit
+for bit, as the torch code below, which defines them (and serves CUDA).
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 import torch
+
+from glimpse_env import cpu_kernels
+
+WRAP = 2**16  # int16 tables hold sums modulo this (see wrap_table)
 
 
 class IntegralImage(NamedTuple):
@@ -32,6 +40,10 @@ class IntegralImage(NamedTuple):
     pixel at ``origin[b] = (x, y)`` (``None``: at 0) on an otherwise black ``height x width`` canvas. So a batch of
     translated digits needs no per-episode work at all: the tables of the dataset's digits, shifted.
     ``value_scale`` turns a sum of stored values into intensities in ``[0, 1]``.
+
+    ``table`` is float32 or float64, or int16 for tables of uint8 canvases "wrapped" modulo ``2**16``
+    (:func:`wrap_table`): half the bytes, and every glimpse the same as from the exact table while its blocks sum
+    below ``2**16`` (:func:`wraps_exactly`).
     """
 
     table: torch.Tensor
@@ -79,6 +91,21 @@ def integral_image(canvases: torch.Tensor) -> IntegralImage:
     return IntegralImage(table, value_scale, height, width)
 
 
+def wraps_exactly(scales: int) -> bool:
+    """Whether glimpses of ``scales`` scales read from wrapped tables of uint8 canvases equal the exact tables'
+    glimpses: the largest block (side ``2**(scales - 1)``) then sums to less than ``2**16`` (up to 5 scales)."""
+    return 255 * 4 ** (scales - 1) < WRAP
+
+
+def wrap_table(integral: IntegralImage) -> IntegralImage:
+    """The same canvases with their table stored modulo ``2**16`` as int16 (the two's-complement bits of the low 16
+    bits of each sum). A box's sum is then the difference of its corners modulo ``2**16``: exact while it is below
+    ``2**16``. Defined for tables of uint8 canvases (float32 or float64 holding integers)."""
+    if integral.table.is_floating_point() and integral.value_scale == 1.0 / 255.0:
+        return integral._replace(table=integral.table.to(torch.int64).to(torch.int16))  # truncation: modulo 2**16
+    raise ValueError(f"only tables of uint8 canvases can be wrapped, got a {integral.table.dtype} table")
+
+
 def location_to_pixel(locations: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Pixel grid points ``(cx, cy)`` (int64, ``B x 2``) of locations ``(x, y)`` in ``[-1, 1]``."""
     extent = torch.tensor([width, height], dtype=locations.dtype, device=locations.device)
@@ -99,29 +126,53 @@ def glimpse_boxes(
     return torch.cat([start, start + sides[None, :, None]], dim=-1)
 
 
+@lru_cache(maxsize=64)
+def _block_norm(value_scale: float, scales: int, device: torch.device) -> torch.Tensor:
+    """What a block's sum is multiplied by at each scale: the mean over its ``4**i`` pixels, as intensity."""
+    steps = 2 ** torch.arange(scales, device=device)
+    return (value_scale / steps.to(torch.float64) ** 2).to(torch.float32)
+
+
+def _rows_fit(rows: torch.Tensor | None, batch: int, tables: int) -> bool:
+    """Whether every sample reads one of the ``tables`` tables (else the torch path raises its own error)."""
+    if rows is None:
+        return batch <= tables
+    return rows.shape == (batch,) and (batch == 0 or (int(rows.min()) >= 0 and int(rows.max()) < tables))
+
+
 def glimpse_from_integral(
     integral: IntegralImage, locations: torch.Tensor, glimpse_size: int, scales: int
 ) -> torch.Tensor:
     """Glimpses (float32, ``B x k x g x g``) at ``locations`` (``B x 2``, clipped to ``[-1, 1]`` by the caller)."""
     table = integral.table
+    wrapped = table.dtype == torch.int16
+    if wrapped and not wraps_exactly(scales):
+        raise ValueError(f"a wrapped (int16) table cannot give glimpses of {scales} scales exactly (at most 5)")
     table_h, table_w = table.shape[-2] - 1, table.shape[-1] - 1
     batch, device = locations.shape[0], locations.device
     g, k = glimpse_size, scales
+    norm = _block_norm(integral.value_scale, k, device)
+    if cpu_kernels.runs_on(table, locations) and _rows_fit(integral.rows, batch, len(table)):
+        centres = location_to_pixel(locations, integral.height, integral.width)
+        return cpu_kernels.read_glimpses(table, integral.rows, centres, integral.origin, norm, g)
     start = glimpse_boxes(locations, integral.height, integral.width, g, k)[..., :2]  # B x k x 2 (x, y)
     if integral.origin is not None:
         start = start - integral.origin[:, None, :]  # canvas coordinates -> the image's own table
     steps = 2 ** torch.arange(k, device=device)  # block side at each scale
+    rows = integral.rows if integral.rows is not None else torch.arange(batch, device=device)
     grid = torch.arange(g + 1, device=device)[None, :] * steps[:, None]  # k x (g + 1) block corners
     # Clamping corner coordinates to the image is exact for summed-area tables: everything outside the image
     # (the rest of the canvas, and beyond it) is black and adds nothing to any sum.
     xs = (start[..., 0, None] + grid).clamp_(0, table_w)  # B x k x (g + 1)
     ys = (start[..., 1, None] + grid).clamp_(0, table_h)
-    rows = integral.rows if integral.rows is not None else torch.arange(batch, device=device)
     ys = ys * (table_w + 1) + (rows * table[0].numel()).view(batch, 1, 1)  # flat offset of each row of corners
     corners = torch.take(table, ys[..., :, None] + xs[..., None, :])  # B x k x (g + 1) x (g + 1)
+    if wrapped:
+        corners = corners.to(torch.int32)
     columns = corners[..., 1:] - corners[..., :-1]  # B x k x (g + 1) x g
     sums = columns[..., 1:, :] - columns[..., :-1, :]  # B x k x g x g
-    norm = (integral.value_scale / steps.to(torch.float64) ** 2).to(torch.float32)
+    if wrapped:
+        sums = sums.bitwise_and_(WRAP - 1)  # the box's sum modulo 2**16, which is the sum itself
     return sums.to(torch.float32).mul_(norm[None, :, None, None])
 
 

@@ -217,7 +217,7 @@ class GlimpseMNISTVectorEnv(VectorEnv):
         # composed tables (a canvas per slot: rows is None) are not needed any more: written over, not reallocated.
         previous = self._integral
         reuse = previous.table if config.clutter and previous is not None and previous.rows is None else None
-        self._integral = canvas_integrals(self.digits, canvas_indices, layout, config.size, reuse)
+        self._integral = canvas_integrals(self.digits, canvas_indices, layout, config.size, reuse, config.scales)
         self._integral = self._integral.repeat_interleave(group)
         if group > 1:
             layout = layout[torch.arange(len(canvas_indices), device=device).repeat_interleave(group)]

@@ -8,8 +8,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from glimpse_env import cpu_kernels
 from glimpse_env.data import DigitSet
-from glimpse_env.retina import glimpse_boxes, glimpse_from_integral, integral_image, retina
+from glimpse_env.retina import (
+    glimpse_boxes,
+    glimpse_from_integral,
+    integral_image,
+    retina,
+    wrap_table,
+    wraps_exactly,
+)
 
 CORNERS = [(-1.0, -1.0), (1.0, -1.0), (-1.0, 1.0), (1.0, 1.0), (0.0, 0.0), (-1.0, 0.3), (0.7, 1.0)]
 
@@ -177,3 +185,28 @@ def test_bad_shapes_and_dtypes_raise_value_error() -> None:
         integral_image(torch.zeros(4, 28, 28, dtype=torch.int32))
     with pytest.raises(ValueError, match="canvases"):
         integral_image(torch.zeros(28, 28))
+
+
+# --- wrapped (int16) tables, through the torch path that defines them
+def test_wrapped_tables_keep_sums_modulo_2_16_and_know_their_limit() -> None:
+    integral = integral_image(torch.full((2, 300, 300), 255, dtype=torch.uint8))
+    wrapped = wrap_table(integral)
+    assert wrapped.table.dtype == torch.int16
+    assert torch.equal(wrapped.table.long() % 2**16, integral.table.long() % 2**16)  # beyond 2**15 too
+    assert [wraps_exactly(k) for k in range(1, 7)] == [True] * 5 + [False]
+    with pytest.raises(ValueError, match="scales"):
+        glimpse_from_integral(wrapped, torch.zeros(2, 2), 4, 6)
+    with pytest.raises(ValueError, match="uint8"):
+        wrap_table(integral_image(torch.rand(2, 5, 5)))
+
+
+@pytest.mark.parametrize(("height", "width", "g", "k"), [(100, 100, 12, 4), (300, 300, 12, 5), (37, 53, 5, 5)])
+def test_wrapped_tables_give_the_exact_tables_glimpses(height: int, width: int, g: int, k: int) -> None:
+    canvases = random_canvases(16, height, width, torch.uint8, seed=height)
+    canvases[:4] = 255  # the largest blocks' sums: 255 * 4**(k - 1), just below 2**16 at k = 5
+    locations = torch.cat([random_locations(16 - len(CORNERS), seed=width), torch.tensor(CORNERS)])
+    integral = integral_image(canvases)
+    with cpu_kernels.disabled():
+        exact = glimpse_from_integral(integral, locations, g, k)
+        assert torch.equal(glimpse_from_integral(wrap_table(integral), locations, g, k), exact)
+    torch.testing.assert_close(exact.double(), reference_retina(canvases, locations, g, k), atol=1e-5, rtol=0)

@@ -35,7 +35,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from agents.training.cli import main as _main
-from agents.training.step import has_fast_bf16  # noqa: F401  (benchmarks/train_speed.py reads the trainer's rule here)
 
 
 def draw_figures(run_dir: Path, data_dir: str | None) -> None:

@@ -63,3 +63,22 @@ def test_an_existing_path_wins_and_paths_are_left_to_the_reader(tmp_path, monkey
         load_agent("missing.pt")
     assert is_agent_name("cluttered60-8g") and not is_agent_name("a/b") and not is_agent_name("x.pt")
     assert not is_agent_name("") and not is_agent_name("..")
+
+
+
+@pytest.mark.skipif("translated60-4g" not in SHIPPED, reason="the shipped translated60-4g agent is not here")
+def test_init_from_takes_a_shipped_agents_name():
+    """A preset may start from another row's shipped agent by name (translated60-8g from translated60-4g)."""
+    from agents.training.config import ConfigError, TrainConfig
+    from agents.training.presets import PRESETS
+    from agents.training.trainer import load_init_weights, model_config
+
+    config = TrainConfig(**{**PRESETS["translated60-8g"], "preset": "translated60-8g"})
+    assert config.init_from == "translated60-4g"
+    model = RecurrentAttentionModel(model_config(config))
+    load_init_weights(model, config, torch.device("cpu"))
+    shipped = load_agent(CHECKPOINT_DIR / "translated60-4g.pt").model.state_dict()
+    assert all(torch.equal(value, model.state_dict()[key]) for key, value in shipped.items())
+    with pytest.raises(ConfigError, match="--init-from no-such-agent.*known names"):
+        load_init_weights(model, TrainConfig(**{**PRESETS["translated60-8g"], "init_from": "no-such-agent"}),
+                          torch.device("cpu"))

@@ -33,6 +33,7 @@ from tqdm import tqdm
 import glimpse_env  # noqa: F401  (registers GlimpseMNIST-v0)
 from agents import RAMConfig, RecurrentAttentionModel
 from agents.checkpoint import read_checkpoint
+from agents.pretrained import resolve_checkpoint
 from agents.training import evaluation
 from agents.training.config import ConfigError, TrainConfig, check_config
 from agents.training.distributed import Distributed, rank_seed
@@ -377,10 +378,11 @@ def load_init_weights(model: RecurrentAttentionModel, config: TrainConfig,
     does not depend on the canvas, the clutter or the number of glimpses; locations are relative to the canvas).
     The names of the weights the checkpoint lacks (new in this run) and the task's differences; a ConfigError for a
     checkpoint that does not fit."""
-    path = Path(config.init_from)
     try:
+        path = resolve_checkpoint(config.init_from)  # a path, or the name of a shipped agent
         payload = read_checkpoint(path, device)
     except (FileNotFoundError, ValueError) as error:
+        path = config.init_from
         raise ConfigError(f"--init-from {path}: {error}") from error
     free = {"loc_std", "reinforce_core", "learn_first_location"}
     ours = {k: v for k, v in dataclasses.asdict(model.config).items() if k not in free}

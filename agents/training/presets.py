@@ -60,6 +60,7 @@ RECIPES: dict[str, list[dict]] = {
 # is not listed.
 SHIPPED_RECORDS: dict[str, str] = {
     "mnist28-2g": "assets/runs/mnist28-2g",
+    "mnist28-3g": "assets/runs/mnist28-3g",
     "mnist28-4g": "assets/runs/mnist28-4g",
     "mnist28-6g": "assets/runs/quick-start",
     "translated60-4g/stage1": "assets/runs/translated60-4g-one-run",

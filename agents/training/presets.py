@@ -66,6 +66,7 @@ SHIPPED_RECORDS: dict[str, str] = {
     "mnist28-2g": "assets/runs/mnist28-2g",
     "mnist28-3g": "assets/runs/mnist28-3g",
     "mnist28-4g": "assets/runs/mnist28-4g",
+    "mnist28-5g": "assets/runs/mnist28-5g",
     "mnist28-6g": "assets/runs/quick-start",
     "translated60-4g-8px": "assets/runs/translated60-4g-8px",
     "translated60-4g/stage1": "assets/runs/translated60-4g-one-run",

@@ -40,7 +40,11 @@ RUNS = {
     "cluttered60-fp32-shared-canvas": ["--preset", "cluttered60-4g", "--precision", "fp32", "--epochs", "1",
                                        "--train-subset", "64", "--batch-size", "32", "--mc-samples", "2",
                                        "--val-subset", "200", "--test-mc", "0", "--shared-canvas",
-                                       "--no-learn-first-location"],
+                                       "--no-learn-first-location",
+                                       # the values the preset had when this run was recorded (it now starts
+                                       # from the translated agent): the run pins the code, not the preset
+                                       "--no-reinforce-core", "--ema-decay", "0", "--lr", "2e-3",
+                                       "--warmup-epochs", "0.5", "--init-from", ""],
 }
 TIMINGS = {"epoch_seconds", "train_episodes_per_second", "wall_seconds"}
 MACHINE_DEPENDENT_CONFIG = {"run_dir", "data_dir"}

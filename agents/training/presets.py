@@ -68,6 +68,8 @@ SHIPPED_RECORDS: dict[str, str] = {
     "mnist28-4g": "assets/runs/mnist28-4g",
     "mnist28-5g": "assets/runs/mnist28-5g",
     "mnist28-6g": "assets/runs/quick-start",
+    "mnist28-7g": "assets/runs/mnist28-7g",
+    "translated60-8g": "assets/runs/translated60-8g",
     "translated60-4g-8px": "assets/runs/translated60-4g-8px",
     "translated60-4g/stage1": "assets/runs/translated60-4g-one-run",
     "translated60-4g/stage2": "assets/runs/translated60-4g-one-run-stage2",

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from agents.ram import CORES, RAMConfig
 from agents.training.presets import PRESETS
+from glimpse_env.cli import flag
 from glimpse_env.config import FIRST_LOCATIONS, NUM_CLASSES, GlimpseConfig, env_arguments, resolve_device
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -128,10 +129,6 @@ MINIMUMS = {"epochs": 1, "batch_size": 1, "mc_samples": 1, "train_subset": 0, "e
 FLOAT_BOUNDS = {"loc_std": (0.0, False), "loc_std_final": (0.0, True), "lr": (0.0, False), "lr_final": (0.0, True),
                 "warmup_epochs": (0.0, True), "weight_decay": (0.0, True), "rl_weight": (0.0, True),
                 "grad_clip": (0.0, True)}
-
-
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def finite_float(text: str) -> float:

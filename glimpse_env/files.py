@@ -3,6 +3,7 @@ text files, the parsed-MNIST cache)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -29,3 +30,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     os.umask(umask)
     os.chmod(tmp.name, 0o666 & ~umask)  # as an ordinary file would be, not the temporary file's 0600
     os.replace(tmp.name, path)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, as ``sha256sum`` prints it (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from agents.pretrained import CHECKPOINT_DIR, is_agent_name
 from agents.training import cli
 from agents.training.config import ADDED_LATER, TrainConfig, resolve_config
 from agents.training.presets import PRESETS, RECIPES, SHIPPED_RECORDS, stage_values
+from glimpse_env.files import file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 NOT_DECIDING = {"preset", "run_dir", "data_dir", "device", "figure", "eval_slots", "max_nonfinite_steps", "init_from"}
@@ -91,3 +93,18 @@ def test_the_record_mapping_is_read_as_the_recipe_command_resolves_it():
     args = argparse.Namespace(**{**vars(cli.build_parser().parse_args(["--recipe", "cluttered60-8g"]))})
     config, started = cli.recipe_stage(args, {}, Path("runs/x"), 2)
     assert not started and config.init_from == str(Path("runs/x/stage1/best.pt"))
+
+
+@pytest.mark.parametrize("key", sorted(k for k in SHIPPED_RECORDS if "/stage" not in k))
+def test_a_row_that_starts_from_a_shipped_agent_started_from_the_one_shipped_now(key):
+    """A row trained from another row's shipped agent (cluttered60-4g from translated60-4g) is the output of its
+    command only while that agent is the file it started from: its record's init_from.json holds that file's
+    SHA-256. Retraining the input row without retraining this one fails here."""
+    folder = REPO / SHIPPED_RECORDS[key]
+    name = record(SHIPPED_RECORDS[key])["init_from"]
+    if not (name and is_agent_name(name)):
+        assert not (folder / "init_from.json").exists(), key
+        return
+    kept = json.loads((folder / "init_from.json").read_text())
+    assert kept["init_from"] == name, key
+    assert kept["sha256"] == file_sha256(CHECKPOINT_DIR / f"{name}.pt"), f"{key}: {name} was retrained since"

@@ -107,6 +107,12 @@ def test_init_from_loads_a_compatible_checkpoint_and_refuses_others(mnist_dir, t
     tuned = load_agent(tmp_path / "fine" / "last.pt").model.state_dict()
     assert all(torch.allclose(loaded[k], tuned[k], atol=1e-6) for k in loaded)
     assert "first_location_logit" in tuned  # new in this run: starts at its own initialisation
+    # The record names the exact input: the file read and its bytes' hash (a shipped name may be retrained later).
+    import hashlib
+    kept = json.loads((tmp_path / "fine" / "init_from.json").read_text())
+    assert kept == {"init_from": str(source), "file": str(source),
+                    "sha256": hashlib.sha256(source.read_bytes()).hexdigest()}
+    assert not (tmp_path / "source" / "init_from.json").exists()
     # A curriculum: another task with the same retina and architecture (here more glimpses) starts from it too.
     run(tmp_path, "longer", "--epochs", "1", "--init-from", str(source), "--n-glimpses", "4")
     assert "trained on another task: {'n_glimpses': (3, 4)}" in capsys.readouterr().out

@@ -2,7 +2,8 @@
 draws from, so that a killed run resumes exactly where it stopped.
 
 A run folder holds config.json (the resolved configuration), command.txt, metrics.jsonl (one line per epoch),
-best.pt and last.pt, results.json (last: it marks the run finished) and the figures. last.pt is an epoch's commit
+best.pt and last.pt, results.json (last: it marks the run finished) and the figures; with --init-from, also
+init_from.json (the file it started from and that file's SHA-256). last.pt is an epoch's commit
 point: it is written first and holds what the epoch's other outputs need, and a resume makes metrics.jsonl and
 best.pt agree with it (:meth:`Run.settle`), so a kill at any moment loses or repeats nothing. Every write is atomic
 (:func:`agents.checkpoint.atomic_write`); a failed one (disk full, read-only folder) is a clear error naming the file,

@@ -51,6 +51,7 @@ from agents.training.step import (
 )
 from glimpse_env.config import NUM_CLASSES
 from glimpse_env.data import load_digits
+from glimpse_env.files import file_sha256
 from glimpse_env.vector_env import resolve_device
 
 # A run's figures, drawn by rank 0 at the end into its folder: figures(run_dir, data_dir).
@@ -159,7 +160,8 @@ class Trainer:
         self.env_generator = self.env.unwrapped._generator
         self.start_epoch, self.best_val, self.best_epoch = 1, float("inf"), 0
         if config.init_from and not self.resuming:  # on rank 0; the others get its weights below
-            dist.from_rank0(lambda: initialise_from(self.model, config, device))
+            dist.from_rank0(lambda: self.folder.write_text(
+                "init_from.json", json.dumps(initialise_from(self.model, config, device), indent=2) + "\n"))
         dist.broadcast_weights(self.model)  # every rank starts from rank 0's weights
         if dist.active and not dist.main:
             torch.manual_seed(self.seed)  # rank 0's location noise goes on from the run's seed, as one process's does
@@ -376,8 +378,8 @@ def load_init_weights(model: RecurrentAttentionModel, config: TrainConfig,
     noise and a learned first glimpse (absent from a checkpoint trained without one) may differ, and so may the
     task, for a curriculum: translated -> cluttered, fewer distractors -> more, fewer glimpses -> more (the model
     does not depend on the canvas, the clutter or the number of glimpses; locations are relative to the canvas).
-    The names of the weights the checkpoint lacks (new in this run) and the task's differences; a ConfigError for a
-    checkpoint that does not fit."""
+    The names of the weights the checkpoint lacks (new in this run), the task's differences and the file read; a
+    ConfigError for a checkpoint that does not fit."""
     try:
         path = resolve_checkpoint(config.init_from)  # a path, or the name of a shipped agent
         payload = read_checkpoint(path, device)
@@ -395,11 +397,14 @@ def load_init_weights(model: RecurrentAttentionModel, config: TrainConfig,
         raise ConfigError(f"--init-from {path}: weights do not fit (missing {missing}, unexpected {unexpected})")
     task = {k: (payload["env_kwargs"].get(k), v) for k, v in config.env_kwargs().items()
             if payload["env_kwargs"].get(k) != v}
-    return missing, task
+    return missing, task, Path(path)
 
 
-def initialise_from(model: RecurrentAttentionModel, config: TrainConfig, device: torch.device) -> None:
-    """Start ``model`` from --init-from's weights (see :func:`load_init_weights`), saying so."""
-    missing, task = load_init_weights(model, config, device)
+def initialise_from(model: RecurrentAttentionModel, config: TrainConfig, device: torch.device) -> dict:
+    """Start ``model`` from --init-from's weights (see :func:`load_init_weights`), saying so. Returns what the run
+    folder keeps as init_from.json: the name or path given, the file read and its SHA-256, so a record names the
+    exact input even after a shipped agent of that name is retrained."""
+    missing, task, path = load_init_weights(model, config, device)
     print(f"initialised from {config.init_from}" + (f" (new: {', '.join(missing)})" if missing else "")
           + (f" (trained on another task: {task}, checkpoint vs this run)" if task else ""))
+    return {"init_from": config.init_from, "file": str(path), "sha256": file_sha256(path)}

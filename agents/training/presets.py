@@ -79,6 +79,7 @@ SHIPPED_RECORDS: dict[str, str] = {
     "translated60-6g/stage2": "assets/runs/translated60-6g-from-4g",
     "cluttered60-4g": "assets/runs/cluttered60-4g",
     "cluttered60-6g": "assets/runs/cluttered60-6g",
+    "cluttered100-4g": "assets/runs/cluttered100-4g",
     "cluttered60-8g/stage1": "assets/runs/cluttered60-8g",
     "cluttered60-8g/stage2": "assets/runs/cluttered60-8g-finetune",
     "cluttered60-8g/stage3": "assets/runs/cluttered60-8g-stage3",

@@ -2,7 +2,7 @@
 before they do anything: a bad flag is an ``error: ...`` naming it and exit status 2, as argparse gives for an
 unknown flag, never a traceback, and nothing is written before every check has passed.
 
-The argparse types (:func:`int_in`, :func:`positive_float`, :data:`SEED`) turn a bad value into argparse's own
+The argparse types (:func:`int_in`, :func:`finite_float`, :func:`positive_float`, :data:`SEED`) turn a bad value into argparse's own
 ``argument --flag: ...`` message; the ``check_*`` helpers take the parser and call ``parser.error``.
 """
 
@@ -43,13 +43,24 @@ def int_in(minimum: int, maximum: int | None = None, shown: str | None = None) -
 SEED = int_in(0, SEED_MAX, shown="in [0, 2**63 - 1]")
 
 
-def positive_float(text: str) -> float:
-    """An argparse ``type``: a finite number > 0 (``nan``, ``inf`` and ``0`` are refused)."""
+def finite_float(text: str) -> float:
+    """An argparse ``type``: a finite number (``nan`` and ``inf`` are refused; argparse names the flag)."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse ``type``: a finite number > 0 (``nan``, ``inf`` and ``0`` are refused)."""
+    try:
+        value = finite_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}") from None
+    if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
     return value
 

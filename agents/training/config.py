@@ -18,7 +18,7 @@ from pathlib import Path
 
 from agents.ram import CORES, RAMConfig
 from agents.training.presets import PRESETS
-from glimpse_env.cli import flag
+from glimpse_env.cli import finite_float, flag
 from glimpse_env.config import FIRST_LOCATIONS, NUM_CLASSES, GlimpseConfig, env_arguments, resolve_device
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -129,17 +129,6 @@ MINIMUMS = {"epochs": 1, "batch_size": 1, "mc_samples": 1, "train_subset": 0, "e
 FLOAT_BOUNDS = {"loc_std": (0.0, False), "loc_std_final": (0.0, True), "lr": (0.0, False), "lr_final": (0.0, True),
                 "warmup_epochs": (0.0, True), "weight_decay": (0.0, True), "rl_weight": (0.0, True),
                 "grad_clip": (0.0, True)}
-
-
-def finite_float(text: str) -> float:
-    """argparse's type for float flags: a finite number (NaN and inf are refused, naming the flag)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
 
 
 def add_config_flags(parser: argparse.ArgumentParser, config_class: type, choices: dict[str, list]) -> None:

@@ -2,8 +2,8 @@
 before they do anything: a bad flag is an ``error: ...`` naming it and exit status 2, as argparse gives for an
 unknown flag, never a traceback, and nothing is written before every check has passed.
 
-The argparse types (:func:`int_in`, :func:`finite_float`, :func:`positive_float`, :data:`SEED`) turn a bad value into argparse's own
-``argument --flag: ...`` message; the ``check_*`` helpers take the parser and call ``parser.error``.
+The argparse types (:func:`int_in`, :func:`finite_float`, :func:`positive_float`, :data:`SEED`) turn a bad value
+into argparse's own ``argument --flag: ...`` message; the ``check_*`` helpers take the parser and call ``parser.error``.
 """
 
 from __future__ import annotations

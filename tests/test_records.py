@@ -34,8 +34,9 @@ def test_seed_results_read_the_shipped_run_and_the_seed_folders(tmp_path, monkey
     s = records.summary(results)
     assert s["seeds"] == [0, 1, 2] and s["mean"] == pytest.approx(1.1533, abs=1e-4)
     assert (s["min"], s["max"]) == pytest.approx((1.01, 1.30))
-    assert "| `mnist28-3g` | 0, 1, 2 | 1.15, 1.01, 1.30 | 1.15 (1.01-1.30) |" in records.markdown(["mnist28-3g"],
-                                                                                                  tmp_path)
+    assert "| `mnist28-3g` | 0, 1, 2 | 1.15, 1.01, 1.30 | 1.15 (1.01-1.30), 3 seeds |" in records.markdown(
+        ["mnist28-3g"], tmp_path)
+    assert records.seeds_cell(results[:1]) == "—"
 
 
 def test_a_recipes_seed_record_is_its_last_stage_and_a_wrong_seed_is_refused(tmp_path, monkeypatch):
@@ -102,9 +103,4 @@ def test_the_readme_results_row_is_its_shipped_record(row):
     test = json.loads((REPO / shipped / "results.json").read_text())["test"]
     assert re.match(rf"\**{100 * test['error']:.2f}\b", cells[3]), (row, cells[3])
     assert cells[4] == f"{100 * test['mc_error']:.2f}", (row, cells[4])
-    results = records.seed_results(row)
-    if len(results) > 1:
-        s = records.summary(results)
-        assert cells[5] == f"{s['mean']:.2f} ({s['min']:.2f}-{s['max']:.2f}), {len(results)} seeds", (row, cells[5])
-    else:
-        assert cells[5] == "—", (row, cells[5])
+    assert cells[5] == records.seeds_cell(records.seed_results(row)), (row, cells[5])

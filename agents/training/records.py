@@ -80,17 +80,23 @@ def summary(results: list[SeedResult]) -> dict:
             "max": max(errors)}
 
 
+def seeds_cell(results: list[SeedResult]) -> str:
+    """The README results table's seeds cell: ``mean (min-max), N seeds``, or "—" with fewer than two seeds."""
+    if len(results) < 2:
+        return "—"
+    s = summary(results)
+    return f"{s['mean']:.2f} ({s['min']:.2f}-{s['max']:.2f}), {len(results)} seeds"
+
+
 def markdown(rows: list[str], root: Path = REPO) -> str:
-    """A markdown table: each row's deterministic test error per seed, and the mean (range) over them."""
+    """A markdown table: each row's deterministic test error per seed, and the README's seeds cell."""
     lines = ["| row | seeds | test error per seed (%) | mean (range) |", "|---|---|---|---|"]
     for row in rows:
         results = seed_results(row, root)
-        if not results:
-            continue
-        s = summary(results)
-        per_seed = ", ".join(f"{100 * r.error:.2f}" for r in results)
-        spread = f"{s['mean']:.2f} ({s['min']:.2f}-{s['max']:.2f})" if len(results) > 1 else f"{s['mean']:.2f}"
-        lines.append(f"| `{row}` | {', '.join(map(str, s['seeds']))} | {per_seed} | {spread} |")
+        if results:
+            per_seed = ", ".join(f"{100 * r.error:.2f}" for r in results)
+            seeds = ", ".join(str(r.seed) for r in results)
+            lines.append(f"| `{row}` | {seeds} | {per_seed} | {seeds_cell(results)} |")
     return "\n".join(lines)
 
 

@@ -31,7 +31,6 @@ CHOSEN = {"torch.bfloat16": "bf16", "fp32": "fp32"}
 # difference (the lead is told); a new one, or one that goes away, fails the test.
 KNOWN_DIFFERENCES = {
     "cluttered60-8g/stage2": {("precision", "bf16", "fp32")},  # auto chose fp32 (a CPU without bf16 instructions)
-    "cluttered100-8g/stage2": {("precision", "bf16", "fp32")},
 }
 
 

@@ -87,9 +87,9 @@ SHIPPED_RECORDS: dict[str, str] = {
     "cluttered60-8g/stage3": "assets/runs/cluttered60-8g-stage3",
     "cluttered60-8g/stage4": "assets/runs/cluttered60-8g-stage4",
     "cluttered60-8g/stage5": "assets/runs/cluttered60-8g-stage5",
-    "cluttered100-8g/stage1": "assets/runs/cluttered100-8g",
-    "cluttered100-8g/stage2": "assets/runs/cluttered100-8g-finetune",
-    "cluttered100-8g/stage3": "assets/runs/cluttered100-8g-stage3",
+    "cluttered100-8g/stage1": "assets/runs/cluttered100-8g-recipe/stage1",
+    "cluttered100-8g/stage2": "assets/runs/cluttered100-8g-recipe/stage2",
+    "cluttered100-8g/stage3": "assets/runs/cluttered100-8g-recipe/stage3",
 }
 
 

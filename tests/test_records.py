@@ -11,7 +11,7 @@ import pytest
 
 from agents.training import records
 from agents.training.config import ADDED_LATER
-from agents.training.presets import PRESETS, RECIPES, SHIPPED_RECORDS
+from agents.training.presets import PRESETS, RECIPES, REFERENCE_ERRORS, SHIPPED_RECORDS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,7 +88,14 @@ def readme_results_rows() -> dict[str, list[str]]:
 
 
 def test_every_preset_has_a_readme_results_row():
-    assert set(readme_results_rows()) == set(PRESETS)
+    assert set(readme_results_rows()) == set(PRESETS) == set(REFERENCE_ERRORS)
+
+
+@pytest.mark.parametrize("row", sorted(PRESETS))
+def test_the_readme_shows_each_rows_paper_figure_and_target(row):
+    cells = readme_results_rows()[row]
+    assert re.fullmatch(rf"{REFERENCE_ERRORS[row]['paper']:.2f}( \(TF\))?", cells[1]), (row, cells[1])
+    assert cells[2] == f"<= {REFERENCE_ERRORS[row]['target']}", (row, cells[2])
 
 
 @pytest.mark.parametrize("row", sorted(PRESETS))

@@ -31,18 +31,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import LogLocator, NullFormatter
 
-# Test error in percent of each preset: "paper", Mnih et al. 2014 (NIPS), tables 1 and 2; "target", this project's
-# goal for the deterministic policy. Rows the paper has but no target is set for carry only "paper".
-REFERENCE_ERRORS: dict[str, dict[str, float]] = {
-    "mnist28-4g": {"paper": 1.54},
-    "mnist28-6g": {"paper": 1.12, "target": 0.65},
-    "mnist28-7g": {"paper": 1.07},
-    "translated60-4g": {"paper": 1.54, "target": 1.2},
-    "translated60-6g": {"paper": 1.22, "target": 0.9},
-    "translated60-8g": {"paper": 1.2},
-    "cluttered60-8g": {"paper": 4.04, "target": 2.5},
-    "cluttered100-8g": {"paper": 8.11, "target": 5.5},
-}
+from agents.training.presets import REFERENCE_ERRORS
+
 REFERENCE_STYLES = {"paper": ("--", "paper (Mnih et al. 2014, test)"), "target": (":", "target (deterministic test)")}
 HOURS_FROM = 2 * 3600  # wall time in hours once a run is longer than this, else in minutes
 

@@ -13,13 +13,14 @@ phases) and :mod:`~agents.training.cli` (the command lines).
 
 from agents.training.config import ConfigError, TaskConfig, TrainConfig
 from agents.training.evaluation import SPLIT_SIZES, evaluate_checkpoint, format_result
-from agents.training.presets import PRESETS, RECIPES, SHIPPED_RECORDS
+from agents.training.presets import PRESETS, RECIPES, REFERENCE_ERRORS, SHIPPED_RECORDS
 from agents.training.step import has_fast_bf16
 from agents.training.trainer import Trainer, train
 
 __all__ = [
     "PRESETS",
     "RECIPES",
+    "REFERENCE_ERRORS",
     "SHIPPED_RECORDS",
     "SPLIT_SIZES",
     "ConfigError",

@@ -50,6 +50,28 @@ PRESETS: dict[str, dict] = {
     "cluttered100-8g": dict(CLUTTERED100, n_glimpses=8, reinforce_core=True),
 }
 
+# Test error (%) of each row, deterministic policy: "paper", Mnih et al. 2014 (NIPS), tables 1 and 2 (for
+# translated60-4g-8px, the TensorFlow implementation's figure); "target", this project's goal (issue 17). The README's
+# results table shows them (tests/test_records.py checks it); the learning curves draw them.
+REFERENCE_ERRORS: dict[str, dict[str, float]] = {
+    "mnist28-2g": {"paper": 3.79, "target": 1.5},
+    "mnist28-3g": {"paper": 1.51, "target": 1.2},
+    "mnist28-4g": {"paper": 1.54, "target": 0.8},
+    "mnist28-5g": {"paper": 1.34, "target": 0.7},
+    "mnist28-6g": {"paper": 1.12, "target": 0.65},
+    "mnist28-7g": {"paper": 1.07, "target": 0.6},
+    "translated60-4g": {"paper": 1.54, "target": 1.0},
+    "translated60-6g": {"paper": 1.22, "target": 0.9},
+    "translated60-8g": {"paper": 1.20, "target": 0.8},
+    "translated60-4g-8px": {"paper": 3.65, "target": 1.5},
+    "cluttered60-4g": {"paper": 4.96, "target": 4.0},
+    "cluttered60-6g": {"paper": 4.08, "target": 3.0},
+    "cluttered60-8g": {"paper": 4.04, "target": 2.5},
+    "cluttered100-4g": {"paper": 9.41, "target": 8.5},
+    "cluttered100-6g": {"paper": 8.31, "target": 6.5},
+    "cluttered100-8g": {"paper": 8.11, "target": 5.5},
+}
+
 RECIPES: dict[str, list[dict]] = {
     "translated60-4g": [dict(), dict(LATER_STAGE, epochs=40)],
     # Fewer glimpses -> more: the 4-glimpse row's long run, then 40 epochs with 6 glimpses.
@@ -82,6 +104,7 @@ SHIPPED_RECORDS: dict[str, str] = {
     "cluttered60-4g": "assets/runs/cluttered60-4g",
     "cluttered60-6g": "assets/runs/cluttered60-6g",
     "cluttered100-4g": "assets/runs/cluttered100-4g",
+    "cluttered100-6g": "assets/runs/cluttered100-6g",
     "cluttered60-8g/stage1": "assets/runs/cluttered60-8g",
     "cluttered60-8g/stage2": "assets/runs/cluttered60-8g-finetune",
     "cluttered60-8g/stage3": "assets/runs/cluttered60-8g-stage3",

@@ -141,3 +141,9 @@ def test_the_trainers_end_of_run_figures(mnist_dir, tmp_path, capsys):
     (run / "learning-curves.png").unlink()
     assert set(draw_run_figures(run, data_dir=str(mnist_dir))) == {"learning_curves"}
     assert "warning: the glimpse paths were not drawn (ValueError: checkpoint" in capsys.readouterr().err
+
+
+def test_a_recipe_stage_is_named_with_its_recipe_folder(tmp_path):
+    assert plot.run_label(tmp_path / "c100-recipe" / "stage3") == "c100-recipe/stage3"
+    assert plot.run_label(tmp_path / "quick-start") == "quick-start"
+    assert plot.run_label(tmp_path / "stages") == "stages"

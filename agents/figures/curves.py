@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,12 @@ from agents.training.presets import REFERENCE_ERRORS
 
 REFERENCE_STYLES = {"paper": ("--", "paper (Mnih et al. 2014, test)"), "target": (":", "target (deterministic test)")}
 HOURS_FROM = 2 * 3600  # wall time in hours once a run is longer than this, else in minutes
+
+
+def run_label(run_dir: str | os.PathLike) -> str:
+    """A run's name in a legend: its folder's, with the recipe's folder before a stage's (``c60-recipe/stage2``)."""
+    path = Path(run_dir).resolve()
+    return f"{path.parent.name}/{path.name}" if re.fullmatch(r"stage\d+", path.name) else path.name
 
 
 PLOTTED = ("val_error", "wall_seconds", "reward", "lr")  # the metrics drawn: each a number or null in a line
@@ -123,7 +130,7 @@ def learning_curves(run_dirs: Sequence[str | os.PathLike], log_error: bool = Tru
     styled: set[str] = set()
     for number, (run_dir, epochs, preset) in enumerate(runs):
         colour = f"C{number % 10}"
-        name = run_dir.resolve().name
+        name = run_label(run_dir)
         x, y = series(epochs, "epoch", "val_error", 100.0)
         by_epoch.plot(x, y, color=colour, label=name, marker="." if len(x) < 60 else None)
         seconds, y = series(epochs, "wall_seconds", "val_error", 100.0)

@@ -20,7 +20,7 @@ import pytest
 from agents.pretrained import CHECKPOINT_DIR, is_agent_name
 from agents.training import cli
 from agents.training.config import ADDED_LATER, TrainConfig, resolve_config
-from agents.training.presets import PRESETS, RECIPES, SHIPPED_RECORDS, stage_values
+from agents.training.presets import PRESETS, RECIPES, SHIPPED_RECORDS, record_keys, stage_values
 from glimpse_env.files import file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,8 +117,7 @@ NOT_FROM_ONE_COMMIT = {"cluttered60-8g"}
 def test_a_shipped_row_ran_on_one_recorded_commit(row):
     """Every record of a row's shipped checkpoint (each stage of a recipe) names the commit it ran on, one commit for
     all of them, so `git worktree add DIR COMMIT` and the record's command repeat it."""
-    keys = [f"{row}/stage{i}" for i in range(1, len(RECIPES[row]) + 1)] if row in RECIPES else [row]
-    commit_files = [REPO / SHIPPED_RECORDS[key] / "commit.txt" for key in keys]
+    commit_files = [REPO / SHIPPED_RECORDS[key] / "commit.txt" for key in record_keys(row)]
     if row in NOT_FROM_ONE_COMMIT:
         assert not any(path.is_file() for path in commit_files), f"{row} ran on one commit now: ship it as such"
         return

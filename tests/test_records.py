@@ -11,7 +11,7 @@ import pytest
 
 from agents.training import records
 from agents.training.config import ADDED_LATER
-from agents.training.presets import PRESETS, RECIPES, REFERENCE_ERRORS, SHIPPED_RECORDS
+from agents.training.presets import PRESETS, RECIPES, REFERENCE_ERRORS, SHIPPED_RECORDS, record_keys
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,7 +62,7 @@ def test_a_seed_record_is_its_rows_command_with_another_seed(folder):
     stage. Its checkpoint ships beside the others', in assets/checkpoints/seeds/."""
     row, seed = re.fullmatch(r"(.+)-seed(\d+)", folder.name).groups()
     assert row in PRESETS and int(seed) > 0
-    keys = [f"{row}/stage{i}" for i in range(1, len(RECIPES[row]) + 1)] if row in RECIPES else [row]
+    keys = record_keys(row)
     stages = [folder / f"stage{i}" for i in range(1, len(keys) + 1)] if row in RECIPES else [folder]
     where = {"seed", "run_dir", "data_dir", "device", "eval_slots", "init_from", "figure", "preset"}
     for key, stage in zip(keys, stages, strict=True):

@@ -116,6 +116,11 @@ SHIPPED_RECORDS: dict[str, str] = {
 }
 
 
+def record_keys(row: str) -> list[str]:
+    """The SHIPPED_RECORDS keys of ``row``'s runs, in order: the row itself, or each stage of its recipe."""
+    return [f"{row}/stage{i}" for i in range(1, len(RECIPES[row]) + 1)] if row in RECIPES else [row]
+
+
 def stage_values(recipe: str, number: int) -> dict:
     """The values of stage ``number`` (1-based) of ``recipe``: its preset's, then the stage's own."""
     stage = RECIPES[recipe][number - 1]

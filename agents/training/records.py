@@ -17,7 +17,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.training.presets import PRESETS, RECIPES, SHIPPED_RECORDS
+from agents.training.presets import PRESETS, SHIPPED_RECORDS, record_keys
 
 REPO = Path(__file__).resolve().parents[2]
 SEED_FOLDER = Path("assets/runs/seeds")
@@ -35,10 +35,8 @@ class SeedResult:
 
 def shipped_record(row: str) -> Path | None:
     """The record folder (relative to the repository) of the run that made ``row``'s shipped checkpoint, or None."""
-    if row in RECIPES:
-        key = f"{row}/stage{len(RECIPES[row])}"
-        return Path(SHIPPED_RECORDS[key]) if key in SHIPPED_RECORDS else None
-    return Path(SHIPPED_RECORDS[row]) if row in SHIPPED_RECORDS else None
+    last = record_keys(row)[-1]
+    return Path(SHIPPED_RECORDS[last]) if last in SHIPPED_RECORDS else None
 
 
 def finished_result(folder: Path) -> Path | None:

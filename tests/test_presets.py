@@ -29,9 +29,8 @@ NOT_DECIDING = {"preset", "run_dir", "data_dir", "device", "figure", "eval_slots
 CHOSEN = {"torch.bfloat16": "bf16", "fp32": "fp32"}
 # Shipped records that disagree with the row as it stands: (field, row's value, record's value). Each is a known
 # difference (the lead is told); a new one, or one that goes away, fails the test.
-KNOWN_DIFFERENCES = {
-    "cluttered60-8g/stage2": {("precision", "bf16", "fp32")},  # auto chose fp32 (a CPU without bf16 instructions)
-}
+# None today: every shipped record ran its row's command as it stands.
+KNOWN_DIFFERENCES: dict[str, set[tuple]] = {}
 
 
 def resolved(key: str) -> TrainConfig:
@@ -108,18 +107,10 @@ def test_a_row_that_starts_from_a_shipped_agent_started_from_the_one_shipped_now
     assert kept["sha256"] == file_sha256(CHECKPOINT_DIR / f"{name}.pt"), f"{key}: {name} was retrained since"
 
 
-# Rows whose shipped checkpoint was not made by their command on one commit (issue 17 asks for every row): the
-# five cluttered60-8g stages ran over several days; its one-commit re-run is training (docs/experiments.md).
-NOT_FROM_ONE_COMMIT = {"cluttered60-8g"}
-
-
 @pytest.mark.parametrize("row", sorted(PRESETS))
 def test_a_shipped_row_ran_on_one_recorded_commit(row):
     """Every record of a row's shipped checkpoint (each stage of a recipe) names the commit it ran on, one commit for
     all of them, so `git worktree add DIR COMMIT` and the record's command repeat it."""
     commit_files = [REPO / SHIPPED_RECORDS[key] / "commit.txt" for key in record_keys(row)]
-    if row in NOT_FROM_ONE_COMMIT:
-        assert not any(path.is_file() for path in commit_files), f"{row} ran on one commit now: ship it as such"
-        return
     commits = {path.read_text().strip() for path in commit_files}
     assert len(commits) == 1 and all(len(c) == 40 and int(c, 16) >= 0 for c in commits), (row, commits)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -113,4 +114,4 @@ def test_a_shipped_row_ran_on_one_recorded_commit(row):
     all of them, so `git worktree add DIR COMMIT` and the record's command repeat it."""
     commit_files = [REPO / SHIPPED_RECORDS[key] / "commit.txt" for key in record_keys(row)]
     commits = {path.read_text().strip() for path in commit_files}
-    assert len(commits) == 1 and all(len(c) == 40 and int(c, 16) >= 0 for c in commits), (row, commits)
+    assert len(commits) == 1 and all(re.fullmatch(r"[0-9a-f]{40}", c) for c in commits), (row, commits)

@@ -40,16 +40,16 @@ def test_seed_results_read_the_shipped_run_and_the_seed_folders(tmp_path, monkey
 
 
 def test_a_recipes_seed_record_is_its_last_stage_and_a_wrong_seed_is_refused(tmp_path, monkeypatch):
-    last = f"translated60-4g/stage{len(RECIPES['translated60-4g'])}"
+    last = f"translated60-6g/stage{len(RECIPES['translated60-6g'])}"
     monkeypatch.setitem(SHIPPED_RECORDS, last, "runs/shipped")
     write_record(tmp_path / "runs/shipped", 0, 0.0109)
-    seed1 = tmp_path / records.SEED_FOLDER / "translated60-4g-seed1"
+    seed1 = tmp_path / records.SEED_FOLDER / "translated60-6g-seed1"
     write_record(seed1 / "stage1", 1, 0.0200)
     write_record(seed1 / "stage2", 1, 0.0100)
-    assert [(r.seed, r.error) for r in records.seed_results("translated60-4g", tmp_path)] == [(0, 0.0109), (1, 0.01)]
-    write_record(tmp_path / records.SEED_FOLDER / "translated60-4g-seed2", 0, 0.0100)
+    assert [(r.seed, r.error) for r in records.seed_results("translated60-6g", tmp_path)] == [(0, 0.0109), (1, 0.01)]
+    write_record(tmp_path / records.SEED_FOLDER / "translated60-6g-seed2", 0, 0.0100)
     with pytest.raises(ValueError, match="seed 0, the folder seed 2"):
-        records.seed_results("translated60-4g", tmp_path)
+        records.seed_results("translated60-6g", tmp_path)
 
 
 def seed_folders() -> list[Path]:

@@ -31,6 +31,8 @@ PRESETS: dict[str, dict] = {
     "mnist28-5g": dict(MNIST28, n_glimpses=5),
     "mnist28-6g": dict(MNIST28, n_glimpses=6),
     "mnist28-7g": dict(MNIST28, n_glimpses=7),
+    # One run: a further 40-epoch stage at 5e-4 gained 0.02 points of mean validation over three seeds (0.92% ->
+    # 0.90%), under the noise, so the simpler design ships (docs/experiments.md).
     "translated60-4g": dict(TRANSLATED60, **ONE_LONG_RUN, n_glimpses=4),
     "translated60-6g": dict(TRANSLATED60, **ONE_LONG_RUN, n_glimpses=6),
     # Fewer glimpses -> more, in one run from the shipped 4-glimpse agent (as the 6-glimpse row's second stage).
@@ -73,7 +75,6 @@ REFERENCE_ERRORS: dict[str, dict[str, float]] = {
 }
 
 RECIPES: dict[str, list[dict]] = {
-    "translated60-4g": [dict(), dict(LATER_STAGE, epochs=40)],
     # Fewer glimpses -> more: the 4-glimpse row's long run, then 40 epochs with 6 glimpses.
     "translated60-6g": [dict(n_glimpses=4), dict(LATER_STAGE, epochs=40)],
     "cluttered60-8g": [dict(learn_first_location=False),
@@ -85,8 +86,8 @@ RECIPES: dict[str, list[dict]] = {
 }
 
 # The run records (assets/runs/<folder>/config.json) of what ships, by the preset or recipe stage that made them:
-# "<preset>" for a row trained in one run, "<recipe>/stage<i>" for a recipe's stage (stage 1 of both translated
-# recipes is the same 120-epoch run). tests/test_presets.py pins each to its record; a row without a shipped record
+# "<preset>" for a row trained in one run, "<recipe>/stage<i>" for a recipe's stage (stage 1 of translated60-6g is
+# translated60-4g's 120-epoch run). tests/test_presets.py pins each to its record; a row without a shipped record
 # is not listed.
 SHIPPED_RECORDS: dict[str, str] = {
     "mnist28-2g": "assets/runs/mnist28-2g",
@@ -97,9 +98,8 @@ SHIPPED_RECORDS: dict[str, str] = {
     "mnist28-7g": "assets/runs/mnist28-7g",
     "translated60-8g": "assets/runs/translated60-8g",
     "translated60-4g-8px": "assets/runs/translated60-4g-8px",
-    "translated60-4g/stage1": "assets/runs/translated60-4g-recipe/stage1",
-    "translated60-4g/stage2": "assets/runs/translated60-4g-recipe/stage2",
-    "translated60-6g/stage1": "assets/runs/translated60-4g-recipe/stage1",
+    "translated60-4g": "assets/runs/translated60-4g",
+    "translated60-6g/stage1": "assets/runs/translated60-4g",
     "translated60-6g/stage2": "assets/runs/translated60-6g-recipe/stage2",
     "cluttered60-4g": "assets/runs/cluttered60-4g",
     "cluttered60-6g": "assets/runs/cluttered60-6g",

@@ -50,7 +50,8 @@ import glimpse_env  # noqa: F401
 from agents import RAMConfig, RecurrentAttentionModel, hybrid_loss, run_episodes
 from agents.training.config import TrainConfig
 from agents.training.distributed import init_distributed
-from agents.training.step import EpisodeLoss, backward_and_clip, has_fast_bf16, wrap_for_ddp
+from agents.training.precision import has_fast_bf16
+from agents.training.step import EpisodeLoss, backward_and_clip, wrap_for_ddp
 from glimpse_env import cpu_kernels
 from glimpse_env.data import TRAIN_SIZE
 from glimpse_env.retina import location_to_pixel

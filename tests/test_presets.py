@@ -1,5 +1,7 @@
 """The presets and recipes as data: every row pins its precision (issue 18, fault 5), and every preset or recipe
-stage that made a shipped checkpoint is pinned to that run's record, assets/runs/*/config.json (issue 17).
+stage that made a shipped checkpoint is pinned to that run's record, assets/runs/*/config.json (issue 17). The
+pinned bf16 is what a CPU with bf16 instructions (or CUDA) trains in; where bf16 would only be emulated, a run asks
+for it by --precision bf16 and gets fp32 otherwise (both tested here, whatever this machine's CPU).
 
 A record is compared on every field that decides the result: not where it ran (run_dir, data_dir, device), what
 it drew (figure), how fast it evaluated (eval_slots), when it would have given up on NaNs (max_nonfinite_steps),
@@ -17,9 +19,10 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from agents.pretrained import CHECKPOINT_DIR, is_agent_name
-from agents.training import cli
+from agents.training import cli, precision
 from agents.training.config import ADDED_LATER, TrainConfig, resolve_config
 from agents.training.presets import PRESETS, RECIPES, SHIPPED_RECORDS, record_keys, stage_values
 from glimpse_env.files import file_sha256
@@ -34,13 +37,20 @@ CHOSEN = {"torch.bfloat16": "bf16", "fp32": "fp32"}
 KNOWN_DIFFERENCES: dict[str, set[tuple]] = {}
 
 
-def resolved(key: str) -> TrainConfig:
-    """The configuration the trainer resolves for a preset (no flags) or a recipe's stage (as --recipe does)."""
+@pytest.fixture(autouse=True)
+def fast_bf16(monkeypatch):
+    """A machine with bf16 instructions, as every shipped row trained on (a test that wants the other kind says so)."""
+    monkeypatch.setattr(precision, "has_fast_bf16", lambda device: True)
+
+
+def resolved(key: str, *flags: str) -> TrainConfig:
+    """The configuration the trainer resolves for a preset or a recipe's stage (as --recipe does), with ``flags``."""
     if "/" not in key:
-        return resolve_config(cli.build_parser().parse_args(["--preset", key]))
+        return resolve_config(cli.build_parser().parse_args(["--preset", key, *flags]))
     recipe, stage = key.split("/stage")
-    args = cli.build_parser().parse_args(["--recipe", recipe])
-    return cli.recipe_stage(args, {}, Path("runs") / f"{recipe}-recipe", int(stage))[0]
+    args = cli.build_parser().parse_args(["--recipe", recipe, *flags])
+    explicit = cli.explicit_flags(args, TrainConfig)
+    return cli.recipe_stage(args, explicit, Path("runs") / f"{recipe}-recipe", int(stage))[0]
 
 
 def record(folder: str) -> dict:
@@ -58,6 +68,39 @@ def test_every_preset_and_recipe_stage_pins_bf16():
     for recipe, stages in RECIPES.items():
         for number in range(1, len(stages) + 1):
             assert resolved(f"{recipe}/stage{number}").precision == "bf16", (recipe, number)
+
+
+def every_row_and_stage() -> list[str]:
+    return [*PRESETS, *(f"{recipe}/stage{n}" for recipe, stages in RECIPES.items() for n in range(1, len(stages) + 1))]
+
+
+def test_where_bf16_would_be_emulated_a_row_trains_fp32_unless_bf16_is_asked_for(monkeypatch):
+    """On a CPU without AMX or AVX-512 BF16 a bf16 training step ran about 18x slower than fp32: the pinned bf16
+    becomes fp32 there (the run says so), and --precision bf16 or fp32 given on the command line stands."""
+    monkeypatch.setattr(precision, "has_fast_bf16", lambda device: False)
+    for key in every_row_and_stage():
+        assert resolved(key).precision == "fp32", key
+        assert resolved(key, "--precision", "bf16").precision == "bf16", key
+    assert resolved("mnist28-6g", "--precision", "auto").precision == "auto"
+    assert resolve_config(cli.build_parser().parse_args([])).precision == "fp32"  # the quick start
+
+
+def test_a_resumed_run_keeps_the_precision_it_started_in(monkeypatch, tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(vars(resolved("mnist28-6g"))))
+    monkeypatch.setattr(precision, "has_fast_bf16", lambda device: False)
+    assert resolve_config(cli.build_parser().parse_args(["--resume", str(tmp_path)])).precision == "bf16"
+
+
+def test_a_run_says_when_its_precision_is_not_the_fast_one_here(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(precision, "has_fast_bf16", lambda device: False)
+    assert "emulated" in precision.precision_note("bf16", "bf16", cpu)
+    assert "--precision bf16 trains as the record did" in precision.precision_note("fp32", "bf16", cpu)
+    assert precision.precision_note("fp32", None, cpu) is None
+    assert precision.precision_note("auto", "bf16", cpu) is None
+    monkeypatch.setattr(precision, "has_fast_bf16", lambda device: True)
+    assert precision.precision_note("bf16", "bf16", cpu) is None
+    assert precision.precision_note("fp32", "bf16", cpu) is None
 
 
 def test_every_recipe_stage_resolves_to_a_valid_configuration():

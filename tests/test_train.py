@@ -13,7 +13,7 @@ import torch
 
 from agents import RAMConfig, RecurrentAttentionModel, load_agent
 from agents.checkpoint import atomic_torch_save, read_checkpoint
-from agents.training import cli, evaluation, presets, step
+from agents.training import cli, evaluation, precision, presets, step
 from agents.training.config import TrainConfig
 from agents.training.distributed import Distributed
 from glimpse_env.vector_env import GlimpseMNISTVectorEnv
@@ -251,18 +251,18 @@ def test_a_near_zero_decay_averages_nothing_and_bad_decays_are_refused(mnist_dir
                                              ("avx2 avx512f avx512_bf16", torch.bfloat16),
                                              ("avx512f amx_bf16 amx_tile", torch.bfloat16)])
 def test_auto_precision_is_bf16_only_on_cpus_with_bf16_instructions(monkeypatch, flags, expected):
-    monkeypatch.setattr(step.Path, "read_text", lambda self, *args, **kwargs: f"flags\t\t: {flags}\n")
+    monkeypatch.setattr(precision.Path, "read_text", lambda self, *args, **kwargs: f"flags\t\t: {flags}\n")
     cpu = torch.device("cpu")
-    assert step.pick_precision("auto", cpu) == expected
-    assert step.pick_precision("fp32", cpu) is None and step.pick_precision("bf16", cpu) == torch.bfloat16
+    assert precision.pick_precision("auto", cpu) == expected
+    assert precision.pick_precision("fp32", cpu) is None and precision.pick_precision("bf16", cpu) == torch.bfloat16
 
 
 def test_auto_precision_is_fp32_where_the_cpu_cannot_be_read(monkeypatch):
     def unreadable(self, *args, **kwargs):
         raise OSError("no /proc here")
 
-    monkeypatch.setattr(step.Path, "read_text", unreadable)
-    assert step.pick_precision("auto", torch.device("cpu")) is None
+    monkeypatch.setattr(precision.Path, "read_text", unreadable)
+    assert precision.pick_precision("auto", torch.device("cpu")) is None
 
 
 def test_a_recipe_trains_its_stages_in_turn_and_continues_where_it_stopped(mnist_dir, tmp_path, monkeypatch, capsys):

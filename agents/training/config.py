@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agents.ram import CORES, RAMConfig
+from agents.training.precision import precision_here
 from agents.training.presets import PRESETS
 from glimpse_env.cli import finite_float, flag
 from glimpse_env.config import FIRST_LOCATIONS, NUM_CLASSES, GlimpseConfig, env_arguments, resolve_device
@@ -103,7 +104,8 @@ class TrainConfig(TaskConfig):
     seed: int = option(0, "seed of everything random in the run")
     device: str = option("auto", "auto (CUDA when present), cpu or cuda")
     precision: str = option("auto", "bf16 (autocast), fp32, or auto: bf16 on CUDA and on CPUs with bf16 "
-                                    "instructions (AMX or AVX-512 BF16); every preset pins bf16")
+                                    "instructions (AMX or AVX-512 BF16); every preset pins bf16, which becomes "
+                                    "fp32 where bf16 would only be emulated unless this flag says bf16")
     run_dir: str = option("", "run folder (default: runs/<preset>-<time>)")
     data_dir: str = option("", "MNIST folder (default: $GLIMPSE_MNIST_DIR, else a download)")
     figure: bool = option(True, "draw the learned glimpse paths (PNG and GIF) into the run folder at the end")
@@ -150,11 +152,13 @@ def explicit_flags(args: argparse.Namespace, config_class: type) -> dict:
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
-    """Defaults, then the preset, then explicit flags; with --resume, the run's config with allowed changes."""
+    """Defaults, then the preset, then explicit flags (the preset's bf16 is fp32 where it would be emulated:
+    :func:`~agents.training.precision.precision_here`); with --resume, the run's config with allowed changes."""
     explicit = explicit_flags(args, TrainConfig)
     if not args.resume:
         preset = explicit.get("preset", TrainConfig.preset)
-        return TrainConfig(**{**PRESETS[preset], **explicit, "preset": preset})
+        values = {**PRESETS[preset], **explicit, "preset": preset}
+        return TrainConfig(**{**values, "precision": precision_here(values, explicit)})
     saved = {**ADDED_LATER, **read_run_config(Path(args.resume))}
     changed = {k: (saved.get(k), v) for k, v in explicit.items() if saved.get(k) != v}
     refused = {k: pair for k, pair in changed.items() if k not in RESUMABLE_CHANGES}

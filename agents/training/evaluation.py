@@ -17,7 +17,7 @@ import glimpse_env  # noqa: F401  (registers GlimpseMNIST-v0)
 from agents import RecurrentAttentionModel, evaluate, load_agent
 from agents.training.config import TrainConfig
 from agents.training.distributed import Distributed, rank_seed
-from agents.training.step import autocast
+from agents.training.precision import autocast
 from glimpse_env.data import TRAIN_SIZE
 from glimpse_env.vector_env import resolve_device
 

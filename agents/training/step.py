@@ -1,10 +1,9 @@
 """One training step and what it runs under: the episode loss as one module (for DDP), the backward pass with its
-clipping, the learning-rate and location-noise schedules, the order of an epoch's images, and the precision."""
+clipping, the learning-rate and location-noise schedules and the order of an epoch's images."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,33 +14,6 @@ from agents import HybridLoss, RecurrentAttentionModel, hybrid_loss, run_episode
 from agents.rollout import Episodes
 from agents.training.config import TrainConfig
 from agents.training.distributed import Distributed
-
-
-def pick_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for plain float32."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    return torch.bfloat16 if has_fast_bf16(device) else None
-
-
-def has_fast_bf16(device: torch.device) -> bool:
-    """Whether bf16 matmuls are fast on ``device``: CUDA that supports them, or a CPU with bf16 instructions (AMX
-    tiles on Xeons; AVX-512 BF16, e.g. on recent AMD EPYCs, where a training step ran 2.5-3.6x faster than in
-    fp32). Elsewhere bf16 is emulated and slower than fp32."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: no way to tell here, so fp32
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
-    """Autocast to ``dtype`` on ``device``; a no-op for None (float32)."""
-    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 def location_std(config: TrainConfig, epoch: int) -> float:

@@ -38,15 +38,15 @@ from agents.training import evaluation
 from agents.training.config import ConfigError, TrainConfig, check_config
 from agents.training.distributed import Distributed, rank_seed
 from agents.training.evaluation import SPLIT_SIZES, format_result
+from agents.training.precision import autocast, pick_precision, precision_note
+from agents.training.presets import PRESETS
 from agents.training.run_folder import Run, read_last_checkpoint, restore_rng_states, rng_states
 from agents.training.step import (
     EpisodeLoss,
-    autocast,
     backward_and_clip,
     epoch_order,
     learning_rate_scheduler,
     location_std,
-    pick_precision,
     wrap_for_ddp,
 )
 from glimpse_env.config import NUM_CLASSES
@@ -139,6 +139,9 @@ class Trainer:
     def setup(self) -> None:
         """Envs, model, optimizer and schedule from the run's seed; then a resumed run's state."""
         config, dist, device = self.config, self.dist, self.device
+        note = precision_note(config.precision, PRESETS.get(config.preset, {}).get("precision"), device)
+        if note:
+            print(note)
         torch.manual_seed(config.seed)
         self.seed = rank_seed(config.seed, dist.rank)  # this rank's env and location noise
         data_dir = config.data_dir or None

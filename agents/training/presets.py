@@ -1,8 +1,9 @@
 """The paper's rows as plain data: PRESETS (one run's values) and RECIPES (the runs that made a shipped checkpoint).
 
 A preset's keys are :class:`agents.training.config.TrainConfig` fields; a flag given on the command line overrides
-any of them. Precision is pinned in every row (``bf16``), so a row trains the same on every CPU: both CPU kinds this
-project trains on have bf16 instructions. Why each value was chosen (the validation figures of what was tried) is in
+any of them. Precision is pinned in every row (``bf16``, as every shipped run trained), so a row trains the same on
+every CPU with bf16 instructions and on CUDA; where bf16 would only be emulated, a run not asked for bf16 trains fp32
+(:mod:`agents.training.precision`). Why each value was chosen (the validation figures of what was tried) is in
 ``docs/experiments.md``, not here.
 
 A recipe is a list of stages, each a run of its own (folder ``stage<i>`` of the recipe's run folder) that starts from

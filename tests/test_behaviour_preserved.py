@@ -8,9 +8,10 @@ The runs cover fp32 and bf16, the weight average with Monte-Carlo validation and
 separate clipping with the full-network gradient and a constant schedule, and a 60x60 cluttered canvas with shared
 canvases (the env's compose is being made faster: a cluttered run must still match).
 
-Bits depend on the arithmetic underneath: the values were recorded with the torch version and CPU capability in
-the fixture, and the test skips (saying so) elsewhere. Re-record, only for a change meant to alter results, with
-``python tests/test_behaviour_preserved.py --record`` (it prints what changed).
+Bits depend on the arithmetic underneath: the fixture keeps one record per machine fingerprint (torch version, CPU
+capability, bf16 instructions), and the test skips (saying so) on a machine none was recorded on. Record one there,
+or re-record, only for a change meant to alter results, with ``python tests/test_behaviour_preserved.py --record``
+(it replaces this machine's record and prints what changed).
 """
 
 from __future__ import annotations
@@ -110,16 +111,22 @@ def train(name: str, folder: Path) -> dict:
     return outcome(folder)
 
 
-def recorded() -> dict:
-    return json.loads(RECORD.read_text())
+def records() -> list[dict]:
+    """The fixture's records, one per machine fingerprint: {"fingerprint": ..., "runs": ...}."""
+    return json.loads(RECORD.read_text())["records"] if RECORD.is_file() else []
+
+
+def this_machines_record() -> dict | None:
+    return next((r for r in records() if r["fingerprint"] == fingerprint()), None)
 
 
 @pytest.mark.parametrize("name", sorted(RUNS))
 def test_a_short_run_is_bit_for_bit_what_it_was(mnist_dir, tmp_path, name):
-    record = recorded()
-    if record["fingerprint"] != fingerprint():
-        pytest.skip(f"recorded with {record['fingerprint']}, this machine is {fingerprint()}: bits differ with the "
-                    "arithmetic underneath; re-record here with python tests/test_behaviour_preserved.py --record")
+    record = this_machines_record()
+    if record is None:
+        pytest.skip(f"recorded on {[r['fingerprint'] for r in records()]}, this machine is {fingerprint()}: bits "
+                    "differ with the arithmetic underneath; record here with python tests/test_behaviour_preserved.py "
+                    "--record")
     assert RUNS[name] == record["runs"][name]["argv"], "the run's flags changed: re-record deliberately"
     got = train(name, tmp_path / "run")
     want = record["runs"][name]["outcome"]
@@ -130,15 +137,17 @@ def test_a_short_run_is_bit_for_bit_what_it_was(mnist_dir, tmp_path, name):
 def main() -> None:
     if "--record" not in sys.argv:
         raise SystemExit("usage: python tests/test_behaviour_preserved.py --record")
-    old = recorded()["runs"] if RECORD.is_file() else {}
+    old = (this_machines_record() or {}).get("runs", {})
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in RUNS:
             runs[name] = {"argv": RUNS[name], "outcome": train(name, Path(tmp) / name)}
             before = old.get(name, {}).get("outcome", {})
             changed = [key for key, value in runs[name]["outcome"].items() if before.get(key) != value]
-            print(f"{name}: {'changed ' + ', '.join(changed) if changed else 'unchanged'}")
-    RECORD.write_text(json.dumps({"fingerprint": fingerprint(), "runs": runs}, indent=1) + "\n")
+            said = "new on this machine" if not before else "changed " + ", ".join(changed) if changed else "unchanged"
+            print(f"{name}: {said}")
+    others = [r for r in records() if r["fingerprint"] != fingerprint()]
+    RECORD.write_text(json.dumps({"records": [*others, {"fingerprint": fingerprint(), "runs": runs}]}, indent=1) + "\n")
     print(f"wrote {RECORD}")
 
 

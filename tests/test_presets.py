@@ -75,7 +75,7 @@ def every_row_and_stage() -> list[str]:
 
 
 def test_where_bf16_would_be_emulated_a_row_trains_fp32_unless_bf16_is_asked_for(monkeypatch):
-    """On a CPU without AMX or AVX-512 BF16 a bf16 training step ran about 18x slower than fp32: the pinned bf16
+    """On a CPU without AMX or AVX-512 BF16 a bf16 training step ran 14-18x slower than fp32: the pinned bf16
     becomes fp32 there (the run says so), and --precision bf16 or fp32 given on the command line stands."""
     monkeypatch.setattr(precision, "has_fast_bf16", lambda device: False)
     for key in every_row_and_stage():

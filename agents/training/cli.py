@@ -26,11 +26,11 @@ from agents.training.config import (
     add_config_flags,
     check_config,
     explicit_flags,
+    new_run_config,
     resolve_config,
 )
 from agents.training.distributed import Distributed, init_distributed
 from agents.training.evaluation import SPLIT_SIZES, evaluate_checkpoint, format_result
-from agents.training.precision import precision_here
 from agents.training.presets import PRESETS, RECIPES, stage_values
 from agents.training.trainer import Figures, train
 from glimpse_env.data import load_digits
@@ -135,8 +135,8 @@ def recipe_stage(args: argparse.Namespace, explicit: dict, root: Path, number: i
     if (stage_dir / "config.json").is_file():
         return resolve_config(argparse.Namespace(**{**vars(args), "resume": str(stage_dir)})), True
     init = {"init_from": str(root / f"stage{number - 1}" / "best.pt")} if number > 1 else {}
-    values = {**stage_values(args.recipe, number), **explicit, **init, "run_dir": str(stage_dir)}
-    return TrainConfig(**{**values, "precision": precision_here(values, explicit)}), False
+    return new_run_config({**stage_values(args.recipe, number), **explicit, **init, "run_dir": str(stage_dir)},
+                          explicit), False
 
 
 # ---------------------------------------------------------------- train/evaluate.py

@@ -152,13 +152,12 @@ def explicit_flags(args: argparse.Namespace, config_class: type) -> dict:
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
-    """Defaults, then the preset, then explicit flags (the preset's bf16 is fp32 where it would be emulated:
-    :func:`~agents.training.precision.precision_here`); with --resume, the run's config with allowed changes."""
+    """Defaults, then the preset, then explicit flags (:func:`new_run_config`); with --resume, the run's config with
+    allowed changes."""
     explicit = explicit_flags(args, TrainConfig)
     if not args.resume:
         preset = explicit.get("preset", TrainConfig.preset)
-        values = {**PRESETS[preset], **explicit, "preset": preset}
-        return TrainConfig(**{**values, "precision": precision_here(values, explicit)})
+        return new_run_config({**PRESETS[preset], **explicit, "preset": preset}, explicit)
     saved = {**ADDED_LATER, **read_run_config(Path(args.resume))}
     changed = {k: (saved.get(k), v) for k, v in explicit.items() if saved.get(k) != v}
     refused = {k: pair for k, pair in changed.items() if k not in RESUMABLE_CHANGES}
@@ -167,6 +166,12 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         raise ConfigError(f"--resume {args.resume}: refusing to continue with another configuration ({lines}). "
                           f"Only {sorted(RESUMABLE_CHANGES)} may change.")
     return TrainConfig(**{**saved, **explicit, "run_dir": str(args.resume)})
+
+
+def new_run_config(values: dict, explicit: dict) -> TrainConfig:
+    """A new run of ``values`` (a preset's or a recipe stage's, with the flags given, ``explicit``) on this machine:
+    the preset's bf16 is fp32 where it would be emulated (:func:`~agents.training.precision.precision_here`)."""
+    return TrainConfig(**{**values, "precision": precision_here(values, explicit)})
 
 
 def read_run_config(folder: Path) -> dict:

@@ -1,8 +1,8 @@
 """The precision a run trains in: bf16 autocast or plain float32, and where bf16 is worth it.
 
 Every preset pins bf16, the precision its shipped run trained in. On a device that only emulates bf16 (a CPU
-without AMX or AVX-512 BF16, e.g. an AVX2-only AMD EPYC, where a training step ran about 18x slower than in fp32:
-docs/experiments.md) a preset's bf16 that the command line did not ask for becomes fp32, and the run says so;
+without AMX or AVX-512 BF16, e.g. an AVX2-only AMD EPYC, where a training step ran 14-18x slower than in fp32:
+docs/benchmarks.md) a preset's bf16 that the command line did not ask for becomes fp32, and the run says so;
 ``--precision bf16`` keeps the preset's arithmetic anywhere, at that cost.
 """
 

@@ -83,7 +83,7 @@ RECIPES: dict[str, list[dict]] = {
                        dict(LATER_STAGE, epochs=40), dict(LATER_STAGE, epochs=30), dict(LATER_STAGE, epochs=30)],
     "cluttered100-8g": [dict(learn_first_location=False, reinforce_core=False),
                         dict(shared_canvas=True, epochs=50, lr=1e-3, warmup_epochs=1),
-                        dict(LATER_STAGE, epochs=50), dict(LATER_STAGE, epochs=40)],
+                        dict(LATER_STAGE, epochs=50)],
 }
 
 # The run records (assets/runs/<folder>/config.json) of what ships, by the preset or recipe stage that made them:

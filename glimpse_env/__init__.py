@@ -8,6 +8,7 @@ import gymnasium as gym
 
 from glimpse_env.config import GlimpseConfig
 from glimpse_env.data import DigitSet, load_digits
+from glimpse_env.files import atomic_write, file_sha256
 
 ENV_ID = "GlimpseMNIST-v0"
 
@@ -22,5 +23,7 @@ __all__ = [
     "ENV_ID",
     "DigitSet",
     "GlimpseConfig",
+    "atomic_write",
+    "file_sha256",
     "load_digits",
 ]

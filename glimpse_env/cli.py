@@ -3,7 +3,9 @@ before they do anything: a bad flag is an ``error: ...`` naming it and exit stat
 unknown flag, never a traceback, and nothing is written before every check has passed.
 
 The argparse types (:func:`int_in`, :func:`finite_float`, :func:`positive_float`, :data:`SEED`) turn a bad value
-into argparse's own ``argument --flag: ...`` message; the ``check_*`` helpers take the parser and call ``parser.error``.
+into argparse's own ``argument --flag: ...`` message; the ``check_*`` helpers take the parser and call ``parser.error``
+with the same form (:func:`flag_message`), and so do the trainer's checks: one message form for every command line.
+Their words are the env's checks' (:func:`glimpse_env.config._check_int`): ``must be an integer >= 1, got 0``.
 """
 
 from __future__ import annotations
@@ -16,10 +18,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
-from glimpse_env.config import GlimpseConfig
+from glimpse_env.config import ENV_ARGUMENTS, MAX_SEED, GlimpseConfig, _check_int
 from glimpse_env.data import DigitSet, load_digits
-
-SEED_MAX = 2**63 - 1  # what numpy's, torch's and Gymnasium's seeding all take
 
 
 def int_in(minimum: int, maximum: int | None = None, shown: str | None = None) -> Callable[[str], int]:
@@ -32,15 +32,16 @@ def int_in(minimum: int, maximum: int | None = None, shown: str | None = None) -
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be an integer {allowed}, got {text!r}") from None
-        if value < minimum or (maximum is not None and value > maximum):
-            raise argparse.ArgumentTypeError(f"must be an integer {allowed}, got {value}")
-        return value
+        try:
+            return _check_int("value", value, minimum, allowed, maximum)  # the env's words, without the name
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error).removeprefix("value ")) from None
 
     parse.__name__ = "integer"  # argparse names the type in its own messages
     return parse
 
 
-SEED = int_in(0, SEED_MAX, shown="in [0, 2**63 - 1]")
+SEED = int_in(0, MAX_SEED, shown="in [0, 2**64 - 1]")  # every seed's one bound (glimpse_env.config.MAX_SEED)
 
 
 def finite_float(text: str) -> float:
@@ -70,6 +71,22 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def flag_message(name: str, problem: object) -> str:
+    """The one form of a refused flag's message, argparse's own: ``argument NAME: PROBLEM`` (``NAME`` a flag such
+    as ``--seed``, or a positional argument's metavar)."""
+    return f"argument {name}: {problem}"
+
+
+def add_env_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per env argument of the task (:data:`glimpse_env.config.ENV_ARGUMENTS`), made from GlimpseConfig's
+    fields (their type, choices and help); absent (None) unless given, so that the env's default stands."""
+    for name in ENV_ARGUMENTS:
+        env_field = GlimpseConfig.__dataclass_fields__[name]
+        choices = env_field.metadata["choices"]
+        parser.add_argument(flag(name), type=str if choices else int, choices=choices, default=None,
+                            help=f"{env_field.metadata['help']} (default {env_field.default})")
+
+
 def check_env_flags(parser: argparse.ArgumentParser, given: Mapping[str, Any]) -> None:
     """``parser.error`` naming the flag at fault unless ``given`` (keyword arguments of the env, each from its flag)
     makes a valid :class:`GlimpseConfig` (with defaults for the rest); the env checks its arguments once, there."""
@@ -79,7 +96,7 @@ def check_env_flags(parser: argparse.ArgumentParser, given: Mapping[str, Any]) -
         first = re.match(r"\w+", str(error))  # GlimpseConfig's messages begin with the field at fault
         name = first.group() if first else ""
         at_fault = flag(name) if name in given else "/".join(flag(key) for key in given)
-        parser.error(f"argument {at_fault}: {error}")
+        parser.error(flag_message(at_fault, error))
 
 
 def output_folder_problem(folder: str | os.PathLike) -> str | None:
@@ -101,7 +118,7 @@ def check_output_folder(parser: argparse.ArgumentParser, name: str, folder: str 
     """``parser.error`` naming the flag ``name`` unless ``folder`` exists or can be made, and is writable."""
     problem = output_folder_problem(folder)
     if problem:
-        parser.error(f"argument {name}: {problem}")
+        parser.error(flag_message(name, problem))
 
 
 def check_output_file(
@@ -111,11 +128,11 @@ def check_output_file(
     (made as needed), and its suffix one of ``suffixes`` (suffix without the dot -> a description)."""
     path = Path(path)
     if path.is_dir() or str(path).endswith(os.sep):
-        parser.error(f"argument {name}: {path} is a folder; give a file name, e.g. {path / 'figure.png'}")
+        parser.error(flag_message(name, f"{path} is a folder; give a file name, e.g. {path / 'figure.png'}"))
     suffix = path.suffix.lower().lstrip(".")
     if suffix not in suffixes:
         known = ", ".join(f".{key}" for key in sorted(suffixes))
-        parser.error(f"argument {name}: {path} must end in one of {known} (the picture's format), got {path.name!r}")
+        parser.error(flag_message(name, f"{path} must end in one of {known} (the picture's format), got {path.name!r}"))
     check_output_folder(parser, name, path.parent)
 
 
@@ -129,4 +146,4 @@ def load_split(parser: argparse.ArgumentParser, split: str, data_dir: str | None
 
 def fail(parser: argparse.ArgumentParser, name: str, error: BaseException | str) -> NoReturn:
     """``parser.error`` with the message ``argument NAME: ERROR`` (what argparse prints for a bad value)."""
-    parser.error(f"argument {name}: {error}")
+    parser.error(flag_message(name, error))

@@ -1,12 +1,19 @@
 """The task's configuration: one frozen dataclass, validated once, shared by the single and the vector env; and
-the checks of the other arguments, each one helper."""
+the checks of the other arguments, each one helper.
+
+:class:`GlimpseConfig` is the one home of the env's arguments: their names, defaults, help texts, choices and
+checks. Both envs take its fields as keyword arguments, the trainer's :class:`~agents.training.config.TaskConfig`
+and the play window's flags are made from its fields, and a checkpoint's ``env_kwargs`` are its
+:data:`ENV_ARGUMENTS`: adding an env argument means adding a field here.
+"""
 
 from __future__ import annotations
 
+import math
 import reprlib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from numbers import Integral
+from dataclasses import dataclass, field, fields
+from numbers import Integral, Real
 from typing import Any
 
 import torch
@@ -16,6 +23,9 @@ REWARDS = ("sparse", "dense")
 FIRST_LOCATIONS = ("random", "center")
 MNIST_SIDE = 28
 NUM_CLASSES = 10
+# The one bound of every seed (the envs' resets, the trainer's, play's, the figures', the evaluation's): the largest
+# that torch.manual_seed and torch.Generator.manual_seed take (numpy's and Gymnasium's seeding take any int >= 0).
+MAX_SEED = 2**64 - 1
 
 
 def _check_int(name: str, value: object, minimum: int, allowed: str, maximum: int | None = None) -> int:
@@ -28,6 +38,23 @@ def _check_int(name: str, value: object, minimum: int, allowed: str, maximum: in
     ):
         raise ValueError(f"{name} must be an integer {allowed}, got {reprlib.repr(value)}")
     return int(value)
+
+
+def _check_float(name: str, value: object, low: float, inclusive: bool = True, high: float | None = None) -> float:
+    """``value`` as a finite float >= ``low`` (> ``low`` unless ``inclusive``) and < ``high`` (when given), or a
+    ``ValueError`` naming ``name``, in the words of :func:`_check_int`: booleans and NaN/inf are refused."""
+    sign = ">=" if inclusive else ">"
+    allowed = f"{sign} {low:g}" if high is None else f"in {'[' if inclusive else '('}{low:g}, {high:g})"
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, Real)
+        or not math.isfinite(value)
+        or value < low
+        or (value == low and not inclusive)
+        or (high is not None and value >= high)
+    ):
+        raise ValueError(f"{name} must be a finite number {allowed}, got {reprlib.repr(value)}")
+    return float(value)
 
 
 def _check_choice(name: str, value: object, choices: tuple[str | None, ...]) -> None:
@@ -54,29 +81,32 @@ def resolve_device(device: torch.device | str) -> torch.device:
     return device
 
 
+def _argument(default: Any, help: str, choices: tuple[str, ...] | None = None, task: bool = True) -> Any:  # noqa: A002
+    """A field of :class:`GlimpseConfig`: its default, the help text of its flag, its choices (None: an integer),
+    and whether it is part of the task an agent is trained for (:data:`ENV_ARGUMENTS`)."""
+    return field(default=default, metadata={"help": help, "choices": choices, "task": task})
+
+
 @dataclass(frozen=True)
 class GlimpseConfig:
-    """What an episode of GlimpseMNIST is: canvas, retina, episode length, reward.
+    """What an episode of GlimpseMNIST is: canvas, retina, episode length, reward. Each field's help text (its
+    ``metadata["help"]``, also its flag's help) says what it is; ``__post_init__`` checks them all, once.
 
-    Args:
-        size: side of the square canvas in pixels; 28 is plain MNIST, larger sizes translate the digit.
-        scales: number of retina scales ``k``; scale ``i`` covers ``glimpse_size * 2**i`` pixels.
-        glimpse_size: side ``g`` of each scale's ``g x g`` patch as the agent receives it.
-        n_glimpses: glimpses per episode (the first at ``first_location``, then one per step).
-        clutter: number of 8x8 distractor crops pasted on each canvas.
-        split: ``"train"`` (first 55,000 training digits), ``"validation"`` (last 5,000), ``"test"`` (10,000).
-        reward: ``"sparse"`` (1 for a correct final prediction) or ``"dense"`` (log-probability of the label).
-        first_location: ``"random"`` (uniform in ``[-1, 1]^2``) or ``"center"``.
+    ``split`` (``"train"``: the first 55,000 training digits; ``"validation"``: the last 5,000; ``"test"``: the
+    10,000 test digits) and ``reward`` (``"sparse"``: 1 for a correct final prediction; ``"dense"``: the
+    log-probability of the label at every step) are chosen by whoever builds the env; the other fields are the task
+    an agent is trained for (:data:`ENV_ARGUMENTS`).
     """
 
-    size: int = 28
-    scales: int = 1
-    glimpse_size: int = 8
-    n_glimpses: int = 6
-    clutter: int = 0
-    split: str = "train"
-    reward: str = "sparse"
-    first_location: str = "random"
+    size: int = _argument(28, "canvas side in pixels (28: MNIST; 60/100: translated or cluttered)")
+    scales: int = _argument(1, "retina scales k; scale i covers glimpse_size * 2**i pixels")
+    glimpse_size: int = _argument(8, "side g of each g x g retina patch")
+    n_glimpses: int = _argument(6, "glimpses per episode (= environment steps per episode)")
+    clutter: int = _argument(0, "8x8 distractor crops per canvas")
+    # Not the task: which digits, and how an episode is scored, are the caller's (the trainer's reward is sparse).
+    split: str = _argument("train", "which digits: train, validation or test", SPLITS, task=False)
+    reward: str = _argument("sparse", "sparse (1 for a correct final prediction) or dense", REWARDS, task=False)
+    first_location: str = _argument("random", "where the first glimpse goes: random or center", FIRST_LOCATIONS)
 
     def __post_init__(self) -> None:
         def integer(name: str, minimum: int, allowed: str) -> int:
@@ -101,17 +131,14 @@ class GlimpseConfig:
             )
         integer("n_glimpses", 1, ">= 1")
         integer("clutter", 0, ">= 0")
-        _check_choice("split", self.split, SPLITS)
-        _check_choice("reward", self.reward, REWARDS)
-        _check_choice("first_location", self.first_location, FIRST_LOCATIONS)
+        for f in fields(self):
+            if f.metadata["choices"] is not None:
+                _check_choice(f.name, getattr(self, f.name), f.metadata["choices"])
 
 
-# The env's arguments that make the task an agent is trained for, in GlimpseConfig's order: every field but the
-# split (which digits: chosen by whoever builds the env) and the reward (how an episode is scored, not what the
-# agent sees). The one list the trainer, the checkpoints' readers, the play window and the figures use.
-ENV_ARGUMENTS: tuple[str, ...] = tuple(
-    field.name for field in fields(GlimpseConfig) if field.name not in ("split", "reward")
-)
+# The env's arguments that make the task an agent is trained for, in GlimpseConfig's order (every field but the
+# split and the reward): a checkpoint's env_kwargs, the trainer's and the play window's env flags. The one list.
+ENV_ARGUMENTS: tuple[str, ...] = tuple(f.name for f in fields(GlimpseConfig) if f.metadata["task"])
 
 
 def env_arguments(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -28,7 +28,10 @@ from glimpse_env.files import atomic_write
 ENV_VAR = "GLIMPSE_MNIST_DIR"
 CACHE_ENV_VAR = "GLIMPSE_MNIST_CACHE"
 MNIST_MD5 = dict(MNIST.resources)  # file name -> MD5, as torchvision checks them
+MNIST_TRAINING_DIGITS, MNIST_TEST_DIGITS = 60_000, 10_000
 TRAIN_SIZE = 55_000  # the paper's split: the last 5,000 training digits are the validation set
+# The digits of each split: the one home of these numbers (the trainer's and the evaluation's limits read them).
+SPLIT_SIZES = dict(zip(SPLITS, (TRAIN_SIZE, MNIST_TRAINING_DIGITS - TRAIN_SIZE, MNIST_TEST_DIGITS), strict=True))
 
 
 @dataclass(frozen=True, eq=False)  # identity equality and hashing: a DigitSet can key a cache

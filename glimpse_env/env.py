@@ -9,9 +9,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from glimpse_env.config import NUM_CLASSES, _check_choice, _check_int
+from glimpse_env.config import MAX_SEED, NUM_CLASSES, _check_choice, _check_int
 from glimpse_env.data import DigitSet
-from glimpse_env.vector_env import MAX_SEED, GlimpseMNISTVectorEnv, check_action, check_numbers, check_reset_options
+from glimpse_env.vector_env import GlimpseMNISTVectorEnv, check_action, check_numbers, check_reset_options
 
 RESET_OPTIONS = {"index", "location"}
 
@@ -53,16 +53,16 @@ class GlimpseMNISTEnv(gym.Env):
     ``info["label"]`` (int) at the terminal step only, so that a learner can train its classifier from the env.
 
     ## Arguments
-    ``size=28`` (>= 28), ``scales=1`` (>= 1), ``glimpse_size=8`` (>= 1; the largest scale, ``glimpse_size *
-    2**(scales-1)``, at most ``2 * size``), ``n_glimpses=6`` (>= 1), ``clutter=0`` (>= 0), ``split="train"``
-    (``"train"``: the first 55,000 training digits, canvases drawn fresh each episode; ``"validation"``: the last
-    5,000; ``"test"``: the 10,000 test digits; evaluation splits have one fixed canvas per index, the same for
-    everyone, distractors from the same split), ``reward="sparse"`` (or ``"dense"``), ``first_location="random"`` (or
-    ``"center"``), ``data_dir=None`` (a folder of the four MNIST ``.gz`` files; default ``$GLIMPSE_MNIST_DIR``, else a
-    download), ``render_mode=None`` (or ``"rgb_array"``, ``"human"``). Invalid values raise ``ValueError`` naming the
-    parameter. ``reset(options={"index": i})`` presents dataset index ``i`` of the split; ``reset(options={"location":
-    (x, y)})`` takes the first glimpse there instead of at ``first_location``. A bad seed (an integer in
-    ``[0, 2**64 - 1]`` or None) or bad options raise ``ValueError`` before anything changes: the env is as it was.
+    The task's: the fields of :class:`glimpse_env.config.GlimpseConfig`, their one home (defaults, limits, help):
+    ``size``, ``scales``, ``glimpse_size`` (the largest scale, ``glimpse_size * 2**(scales-1)``, at most ``2 *
+    size``), ``n_glimpses``, ``clutter``, ``split`` (the training split's canvases are drawn fresh each episode;
+    evaluation splits have one fixed canvas per index, the same for everyone, distractors from the same split),
+    ``reward`` and ``first_location``. Besides: ``data_dir=None`` (a folder of the four MNIST ``.gz`` files; default
+    ``$GLIMPSE_MNIST_DIR``, else a download), ``render_mode=None`` (or ``"rgb_array"``, ``"human"``). Invalid values
+    raise ``ValueError`` naming the parameter. ``reset(options={"index": i})`` presents dataset index ``i`` of the
+    split; ``reset(options={"location": (x, y)})`` takes the first glimpse there instead of at ``first_location``. A
+    bad seed (an integer in ``[0, 2**64 - 1]``, :data:`glimpse_env.config.MAX_SEED`, or None) or bad options raise
+    ``ValueError`` before anything changes: the env is as it was.
 
     ## Variants (the paper's benchmarks)
     >>> gym.make("GlimpseMNIST-v0", size=28, scales=1, glimpse_size=8, n_glimpses=6)              # 28x28 MNIST
@@ -78,33 +78,14 @@ class GlimpseMNISTEnv(gym.Env):
 
     def __init__(
         self,
-        size: int = 28,
-        scales: int = 1,
-        glimpse_size: int = 8,
-        n_glimpses: int = 6,
-        clutter: int = 0,
-        split: str = "train",
-        reward: str = "sparse",
-        first_location: str = "random",
         data_dir: str | os.PathLike | None = None,
         render_mode: str | None = None,
         digits: DigitSet | None = None,
+        **arguments: Any,
     ) -> None:
         _check_choice("render_mode", render_mode, (None, *self.metadata["render_modes"]))
-        self._batch = GlimpseMNISTVectorEnv(
-            num_envs=1,
-            device="cpu",
-            size=size,
-            scales=scales,
-            glimpse_size=glimpse_size,
-            n_glimpses=n_glimpses,
-            clutter=clutter,
-            split=split,
-            reward=reward,
-            first_location=first_location,
-            data_dir=data_dir,
-            digits=digits,
-        )
+        # The task's arguments go through as they came: GlimpseConfig (in the batch) is their one home.
+        self._batch = GlimpseMNISTVectorEnv(num_envs=1, device="cpu", data_dir=data_dir, digits=digits, **arguments)
         self.config = self._batch.config
         self.observation_space = self._batch.single_observation_space
         self.action_space = self._batch.single_action_space

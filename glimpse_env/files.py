@@ -1,5 +1,10 @@
 """Writing files that must never be torn: the one atomic-write helper of the project (checkpoints, a run folder's
-text files, the parsed-MNIST cache)."""
+text files, the parsed-MNIST cache), and a file's SHA-256.
+
+A public utility of ``glimpse_env`` (exported as ``glimpse_env.atomic_write``), not a private helper: the env's data
+cache uses it, and so do the agents' checkpoints and run folders, which already depend on ``glimpse_env`` (its
+config, its data) while ``glimpse_env`` knows nothing of ``agents``. It needs only the standard library.
+"""
 
 from __future__ import annotations
 

@@ -40,8 +40,8 @@ from typing import Any
 import gymnasium as gym
 
 import glimpse_env  # noqa: F401  (registers GlimpseMNIST-v0)
-from glimpse_env.cli import SEED, check_env_flags, fail, load_split, positive_float
-from glimpse_env.config import ENV_ARGUMENTS, FIRST_LOCATIONS, SPLITS, env_arguments
+from glimpse_env.cli import SEED, add_env_flags, check_env_flags, fail, load_split, positive_float
+from glimpse_env.config import ENV_ARGUMENTS, SPLITS, env_arguments
 from glimpse_env.data import DigitSet
 from glimpse_env.drawing import pygame
 from glimpse_env.play_loop import PlayLoop
@@ -57,14 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m glimpse_env.play",
         description="Play GlimpseMNIST-v0 yourself, or watch a trained agent play it (--agent).",
     )
-    parser.add_argument("--size", type=int, default=None, help="canvas side in pixels, >= 28 (default 28)")
-    parser.add_argument("--scales", type=int, default=None, help="retina scales (default 1)")
-    parser.add_argument("--glimpse-size", type=int, default=None, help="side of each scale's patch (default 8)")
-    parser.add_argument("--n-glimpses", type=int, default=None, help="glimpses per digit (default 6)")
-    parser.add_argument("--clutter", type=int, default=None, help="8x8 distractor pieces per canvas (default 0)")
-    parser.add_argument("--first-location", choices=FIRST_LOCATIONS, default=None, help="default random")
+    add_env_flags(parser)  # --size, --scales, ...: GlimpseConfig's fields
     parser.add_argument("--split", choices=SPLITS, default="test", help="default test")
-    parser.add_argument("--seed", type=SEED, default=None, help="seed of the first digit and glimpse (>= 0)")
+    parser.add_argument("--seed", type=SEED, default=None,
+                        help="seed of the first digit and glimpse (in [0, 2**64 - 1])")
     parser.add_argument("--data-dir", default=None, help="folder of the MNIST .gz files (default $GLIMPSE_MNIST_DIR)")
     who = parser.add_mutually_exclusive_group()
     who.add_argument("--agent", metavar="CHECKPOINT", default=None, help=f"watch this trained agent play: {AGENT_HELP}")

@@ -17,12 +17,11 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from glimpse_env.canvas import Layout, canvas_integrals, compose, evaluation_layouts, random_layout
-from glimpse_env.config import NUM_CLASSES, GlimpseConfig, _check_int, resolve_device
+from glimpse_env.config import MAX_SEED, NUM_CLASSES, GlimpseConfig, _check_int, resolve_device
 from glimpse_env.data import DigitSet, check_data_dir, load_digits
 from glimpse_env.retina import glimpse_from_integral
 
 RESET_OPTIONS = {"indices", "location", "slots_per_canvas"}
-MAX_SEED = 2**64 - 1  # what torch.Generator.manual_seed takes
 
 
 def observation_space(config: GlimpseConfig) -> spaces.Dict:
@@ -131,7 +130,8 @@ class GlimpseMNISTVectorEnv(VectorEnv):
       ``options={"location": (N, 2)}`` takes the first glimpses there instead of at ``first_location`` (an agent
       that chooses its first glimpse too); values are clipped to ``[-1, 1]`` like a step's.
 
-    Extra arguments: ``num_envs`` (>= 1), ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``) and
+    The task's keyword arguments are the fields of :class:`glimpse_env.config.GlimpseConfig` (defaults and checks
+    there). Extra arguments: ``num_envs`` (>= 1), ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``) and
     ``digits`` (a :class:`glimpse_env.data.DigitSet` to use instead of loading the split, e.g. a test fixture).
     """
 
@@ -141,18 +141,12 @@ class GlimpseMNISTVectorEnv(VectorEnv):
         self,
         num_envs: int = 1,
         device: torch.device | str = "cpu",
-        size: int = 28,
-        scales: int = 1,
-        glimpse_size: int = 8,
-        n_glimpses: int = 6,
-        clutter: int = 0,
-        split: str = "train",
-        reward: str = "sparse",
-        first_location: str = "random",
         data_dir: str | os.PathLike | None = None,
         digits: DigitSet | None = None,
         render_mode: str | None = None,
+        **arguments: Any,
     ) -> None:
+        # The task's arguments (size, scales, ..., split, reward) are GlimpseConfig's fields: their one home.
         num_envs = _check_int("num_envs", num_envs, 1, ">= 1")
         check_data_dir(data_dir)  # even beside digits=: a wrong type is a mistake either way
         if digits is not None and not isinstance(digits, DigitSet):
@@ -162,13 +156,13 @@ class GlimpseMNISTVectorEnv(VectorEnv):
                 f"render_mode must be None for the vector env (got {render_mode!r}); render a single "
                 "GlimpseMNIST-v0 env with render_mode='rgb_array' or 'human' instead"
             )
-        self.config = GlimpseConfig(size, scales, glimpse_size, n_glimpses, clutter, split, reward, first_location)
+        self.config = config = GlimpseConfig(**arguments)
         self.device = resolve_device(device)
         self.num_envs = num_envs
-        self.digits = digits.to(self.device) if digits is not None else load_digits(split, data_dir, self.device)
+        self.digits = digits.to(self.device) if digits is not None else load_digits(config.split, data_dir, self.device)
         self._evaluation_layouts: Layout | None = None
-        if split != "train":
-            self._evaluation_layouts = evaluation_layouts(len(self.digits), size, clutter, self.device)
+        if config.split != "train":
+            self._evaluation_layouts = evaluation_layouts(len(self.digits), config.size, config.clutter, self.device)
 
         self.single_observation_space = observation_space(self.config)
         self.single_action_space = action_space(self.config)

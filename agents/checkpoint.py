@@ -22,14 +22,15 @@ import torch
 
 from agents.pretrained import resolve_checkpoint
 from agents.ram import RAMConfig, RecurrentAttentionModel
-from glimpse_env.config import NUM_CLASSES, GlimpseConfig, _check_int, resolve_device
+from glimpse_env.config import ENV_ARGUMENTS, NUM_CLASSES, GlimpseConfig, _check_int, resolve_device
 from glimpse_env.files import atomic_write
 
 FORMAT = "glimpse-mnist-ram/1"
 REQUIRED = ("model", "model_config", "env_kwargs")  # each a dict; "extra" (a dict) is optional
 MODEL_KEYS = frozenset(field.name for field in fields(RAMConfig))
-# The task's env arguments; the split (and the data source, the device) is chosen by whoever builds the env.
-ENV_KEYS = frozenset(field.name for field in fields(GlimpseConfig)) - {"split"}
+# The task's env arguments (glimpse_env.config.ENV_ARGUMENTS): what the trainer writes and a viewer builds its env
+# from; the split and the reward (and the data source, the device) are chosen by whoever builds the env.
+ENV_KEYS = frozenset(ENV_ARGUMENTS)
 
 
 class LoadedAgent(NamedTuple):

@@ -25,6 +25,8 @@ import torch.nn as nn
 from gymnasium import spaces
 from torch.special import log_ndtr
 
+from glimpse_env.config import _check_float
+
 CORES = ("rnn", "lstm")
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
@@ -40,7 +42,7 @@ class RAMConfig:
     glimpse_out: int = 256  # g: the glimpse network's output
     core: str = "rnn"  # "rnn": the paper's ReLU RNN; "lstm"
     core_size: int = 256
-    loc_std: float = 0.1  # standard deviation of the location policy, on [-1, 1]
+    loc_std: float = 0.1  # standard deviation of the location policy, on [-1, 1]; its one default (the trainer's)
     learn_first_location: bool = False  # the agent picks its first glimpse too (else the env does)
     reinforce_core: bool = False  # REINFORCE reaches the core and glimpse network too (else only the location head)
     num_classes: int = 10
@@ -52,8 +54,7 @@ class RAMConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if self.core not in CORES:
             raise ValueError(f"core must be one of {CORES}, got {self.core!r}")
-        if not (isinstance(self.loc_std, (int, float)) and self.loc_std > 0):
-            raise ValueError(f"loc_std must be a number > 0, got {self.loc_std!r}")
+        _check_float("loc_std", self.loc_std, 0.0, inclusive=False)  # its one check (the trainer's flag too)
         for name in ("learn_first_location", "reinforce_core"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")

@@ -24,50 +24,56 @@ NO_CUDA = not torch.cuda.is_available()
 BAD_TRAINER_FLAGS = [
     (["--lr", "nan"], "argument --lr: must be a finite number"),
     (["--lr", "inf"], "argument --lr: must be a finite number"),
-    (["--lr", "0"], "--lr must be > 0"),
-    (["--lr", "-0.001"], "--lr must be > 0"),
+    (["--lr", "0"], "argument --lr: must be a finite number > 0"),
+    (["--lr", "-0.001"], "argument --lr: must be a finite number > 0"),
     (["--lr", "fast"], "argument --lr: invalid float value"),
-    (["--loc-std", "0"], "--loc-std must be > 0"),
+    (["--loc-std", "0"], "argument --loc-std: must be a finite number > 0"),
     (["--loc-std", "nan"], "argument --loc-std: must be a finite number"),
-    (["--loc-std-final", "-0.1"], "--loc-std-final must be >= 0"),
-    (["--grad-clip", "-1"], "--grad-clip must be >= 0"),
-    (["--lr-final", "-1"], "--lr-final must be >= 0"),
-    (["--warmup-epochs", "-1"], "--warmup-epochs must be >= 0"),
-    (["--weight-decay", "-0.5"], "--weight-decay must be >= 0"),
-    (["--rl-weight", "-1"], "--rl-weight must be >= 0"),
-    (["--ema-decay", "1"], "--ema-decay must be in"),
+    (["--loc-std-final", "-0.1"], "argument --loc-std-final: must be a finite number >= 0"),
+    (["--grad-clip", "-1"], "argument --grad-clip: must be a finite number >= 0"),
+    (["--lr-final", "-1"], "argument --lr-final: must be a finite number >= 0"),
+    (["--warmup-epochs", "-1"], "argument --warmup-epochs: must be a finite number >= 0"),
+    (["--weight-decay", "-0.5"], "argument --weight-decay: must be a finite number >= 0"),
+    (["--rl-weight", "-1"], "argument --rl-weight: must be a finite number >= 0"),
+    (["--ema-decay", "1"], "argument --ema-decay: must be a finite number in"),
     (["--ema-decay", "inf"], "argument --ema-decay: must be a finite number"),
-    (["--size", "20"], "--size must be an integer >= 28"),
+    (["--size", "20"], "argument --size: must be an integer >= 28"),
     (["--scales", "5"], "--scales.*largest scale"),
-    (["--glimpse-size", "0"], "--glimpse-size must be"),
-    (["--glimpse-size", "100"], "--glimpse-size must be"),
-    (["--n-glimpses", "0"], "--n-glimpses must be"),
-    (["--clutter", "-1"], "--clutter must be"),
-    (["--what-hidden", "0"], "--what-hidden must be"),
-    (["--core-size", "0"], "--core-size must be"),
+    (["--glimpse-size", "0"], "argument --glimpse-size: must be"),
+    (["--glimpse-size", "100"], "argument --glimpse-size: must be"),
+    (["--n-glimpses", "0"], "argument --n-glimpses: must be"),
+    (["--clutter", "-1"], "argument --clutter: must be"),
+    (["--what-hidden", "0"], "argument --what-hidden: must be"),
+    (["--core-size", "0"], "argument --core-size: must be"),
     (["--core", "gru"], "argument --core: invalid choice"),
     (["--precision", "fp16"], "argument --precision: invalid choice"),
     (["--lr-schedule", "step"], "argument --lr-schedule: invalid choice"),
     (["--first-location", "corner"], "argument --first-location: invalid choice"),
     (["--preset", "mnist29-6g"], "argument --preset: invalid choice"),
     (["--recipe", "mnist29-6g"], "argument --recipe: invalid choice"),
-    (["--device", "tpu"], "--device tpu"),
-    (["--seed", "-1"], "--seed must be >= 0"),
-    (["--epochs", "0"], "--epochs must be >= 1"),
+    (["--device", "tpu"], "argument --device: tpu"),
+    (["--seed", "-1"], r"argument --seed: must be an integer in \[0, 2\*\*64 - 1\], got -1"),
+    (["--epochs", "0"], "argument --epochs: must be an integer >= 1"),
     (["--epochs", "1.5"], "argument --epochs: invalid int value"),
-    (["--mc-samples", "0"], "--mc-samples must be >= 1"),
-    (["--batch-size", "0"], "--batch-size must be >= 1"),
-    (["--eval-slots", "0"], "--eval-slots must be >= 1"),
-    (["--max-nonfinite-steps", "0"], "--max-nonfinite-steps must be >= 1"),
-    (["--train-subset", "-1"], "--train-subset must be >= 0"),
-    (["--val-subset", "-1"], "--val-subset must be >= 0"),
-    (["--val-mc", "-1"], "--val-mc must be >= 0"),
-    (["--threads", "0"], "argument --threads: must be >= 1"),
-    (["--init-from", "no/such/checkpoint.pt"], "--init-from no/such/checkpoint.pt: .*does not exist"),
-    (["--data-dir", "no/such/folder"], "--data-dir no/such/folder"),
+    (["--mc-samples", "0"], "argument --mc-samples: must be an integer >= 1"),
+    (["--batch-size", "0"], "argument --batch-size: must be an integer >= 1"),
+    (["--eval-slots", "0"], "argument --eval-slots: must be an integer >= 1"),
+    (["--max-nonfinite-steps", "0"], "argument --max-nonfinite-steps: must be an integer >= 1"),
+    (["--train-subset", "-1"], r"argument --train-subset: must be an integer in \[0, 55000\]"),
+    (["--val-subset", "-1"], r"argument --val-subset: must be an integer in \[0, 5000\]"),
+    (["--val-mc", "-1"], "argument --val-mc: must be an integer >= 0"),
+    (["--threads", "0"], "argument --threads: must be an integer >= 1"),
+    (["--init-from", "no/such/checkpoint.pt"], "argument --init-from: no/such/checkpoint.pt: .*does not exist"),
+    (["--data-dir", "no/such/folder"], "argument --data-dir: no/such/folder"),
+    # Issue 31: limits that were not checked (the split's size, the run's length, torch's seed range).
+    (["--val-subset", "999999"], r"argument --val-subset: must be an integer in \[0, 5000\] \(the validation split"),
+    (["--train-subset", "999999"], r"argument --train-subset: must be an integer in \[0, 55000\]"),
+    (["--warmup-epochs", "100", "--epochs", "2"], r"argument --warmup-epochs: must be <= --epochs \(2\).*got 100"),
+    (["--seed", "99999999999999999999"], r"argument --seed: must be an integer in \[0, 2\*\*64 - 1\]"),
+    (["--seed", str(2**64)], r"argument --seed: must be an integer in \[0, 2\*\*64 - 1\]"),
 ]
 if NO_CUDA:
-    BAD_TRAINER_FLAGS.append((["--device", "cuda"], "--device cuda: .*no CUDA GPU"))
+    BAD_TRAINER_FLAGS.append((["--device", "cuda"], "argument --device: cuda: .*no CUDA GPU"))
 
 
 @pytest.mark.parametrize("flags, message", BAD_TRAINER_FLAGS, ids=[" ".join(f) for f, _ in BAD_TRAINER_FLAGS])
@@ -101,18 +107,19 @@ def test_a_damaged_init_from_is_refused_before_writing(finished_run, tmp_path, r
     damaged = tmp_path / "damaged.pt"
     damaged.write_bytes((finished_run / "best.pt").read_bytes()[:5000])
     refused(cli.main, [*TINY, "--run-dir", str(tmp_path / "run"), "--init-from", str(damaged)],
-            f"--init-from {damaged}: .*truncated, damaged or not a torch checkpoint")
+            f"argument --init-from: {damaged}: .*truncated, damaged or not a torch checkpoint")
     assert not (tmp_path / "run").exists()
     refused(cli.main, [*TINY, "--run-dir", str(tmp_path / "run"), "--init-from", str(finished_run / "config.json")],
-            "--init-from .*config.json")
+            "argument --init-from: .*config.json")
     assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("name, content, message", [
-    ("config.json", b'{"epochs": 3, "lr": ', "--resume .*config.json cannot be read"),
-    ("config.json", b'{"epochs": 3, "learning_rate": 1}', "--resume .*not a run configuration.*learning_rate"),
-    ("config.json", b'{"epochs": 3, "lr": "fast"}', "--lr must be float"),
-    ("last.pt", b"PK\x03\x04 half a checkpoint", "--resume .*last.pt cannot be continued from"),
+    ("config.json", b'{"epochs": 3, "lr": ', "argument --resume: .*config.json cannot be read"),
+    ("config.json", b'{"epochs": 3, "learning_rate": 1}',
+     "argument --resume: .*not a run configuration.*learning_rate"),
+    ("config.json", b'{"epochs": 3, "lr": "fast"}', "argument --lr: must be float"),
+    ("last.pt", b"PK\x03\x04 half a checkpoint", "argument --resume: .*last.pt cannot be continued from"),
 ], ids=["torn-config", "foreign-config", "bad-value-in-config", "damaged-last"])
 def test_a_damaged_run_folder_is_refused_and_left_as_it_was(finished_run, tmp_path, refused, name, content,
                                                              message):
@@ -123,7 +130,7 @@ def test_a_damaged_run_folder_is_refused_and_left_as_it_was(finished_run, tmp_pa
 
 
 def test_resume_of_a_folder_that_is_not_a_run(tmp_path, refused):
-    refused(cli.main, ["--resume", str(tmp_path / "nothing")], "--resume .*no config.json there")
+    refused(cli.main, ["--resume", str(tmp_path / "nothing")], "argument --resume: .*no config.json there")
     assert not (tmp_path / "nothing").exists()
 
 
@@ -138,17 +145,18 @@ def damaged_checkpoint(finished_run, tmp_path_factory) -> Path:
 
 
 BAD_EVALUATE_FLAGS = [
-    (["--mc", "-1"], "--mc must be >= 0"),
-    (["--slots", "0"], "--slots must be >= 1"),
-    (["--num-images", "0"], "--num-images must be in"),
-    (["--num-images", "10001"], "--num-images must be in"),
-    (["--seed", "-1"], "--seed must be in"),
+    (["--mc", "-1"], "argument --mc: must be an integer >= 0"),
+    (["--slots", "0"], "argument --slots: must be an integer >= 1"),
+    (["--num-images", "0"], "argument --num-images: must be an integer >= 1"),
+    (["--num-images", "10001"], "argument --num-images: must be an integer in"),
+    (["--seed", "-1"], "argument --seed: must be an integer in"),
     (["--split", "holdout"], "argument --split: invalid choice"),
-    (["--device", "tpu"], "--device tpu"),
-    (["--data-dir", "no/such/folder"], "--data-dir no/such/folder"),
+    (["--device", "tpu"], "argument --device: tpu"),
+    (["--data-dir", "no/such/folder"], "argument --data-dir: .*no/such/folder"),
+    (["--seed", str(2**64)], r"argument --seed: must be an integer in \[0, 2\*\*64 - 1\]"),
 ]
 if NO_CUDA:
-    BAD_EVALUATE_FLAGS.append((["--device", "cuda"], "--device cuda: .*no CUDA GPU"))
+    BAD_EVALUATE_FLAGS.append((["--device", "cuda"], "argument --device: cuda: .*no CUDA GPU"))
 
 
 @pytest.mark.parametrize("flags, message", BAD_EVALUATE_FLAGS, ids=[" ".join(f) for f, _ in BAD_EVALUATE_FLAGS])
@@ -159,9 +167,9 @@ def test_evaluate_refuses_a_bad_flag(finished_run, refused, flags, message):
 def test_evaluate_refuses_a_bad_checkpoint_before_evaluating_any(finished_run, damaged_checkpoint, refused,
                                                                  capsys):
     good = str(finished_run / "best.pt")
-    refused(cli.evaluate_main, [good, str(damaged_checkpoint)], f"checkpoint {damaged_checkpoint}: .*")
-    refused(cli.evaluate_main, [good, "no/such/best.pt"], "checkpoint no/such/best.pt: .*does not exist")
-    refused(cli.evaluate_main, [good, "mnist29-6g"], "checkpoint mnist29-6g: .*known names: .*mnist28-6g")
+    refused(cli.evaluate_main, [good, str(damaged_checkpoint)], f"argument CHECKPOINT: {damaged_checkpoint}: .*")
+    refused(cli.evaluate_main, [good, "no/such/best.pt"], "argument CHECKPOINT: no/such/best.pt: .*does not exist")
+    refused(cli.evaluate_main, [good, "mnist29-6g"], "argument CHECKPOINT: mnist29-6g: .*known names: .*mnist28-6g")
     assert capsys.readouterr().out == ""  # nothing was evaluated, not even the good one
 
 
@@ -170,10 +178,12 @@ def test_evaluate_refuses_a_bad_checkpoint_before_evaluating_any(finished_run, d
 
 @pytest.mark.parametrize("script, argv, message", [
     ("train/ram_agent.py", [*TINY, "--lr", "nan"], "--lr: must be a finite number"),
-    ("train/ram_agent.py", [*TINY, "--grad-clip", "-1"], "--grad-clip must be >= 0"),
-    ("train/ram_agent.py", [*TINY, "--size", "20"], "--size must be an integer >= 28"),
-    ("train/evaluate.py", ["no/such/best.pt"], "checkpoint no/such/best.pt"),
-], ids=["lr-nan", "grad-clip", "size", "evaluate-missing"])
+    ("train/ram_agent.py", [*TINY, "--grad-clip", "-1"], "argument --grad-clip: must be a finite number >= 0"),
+    ("train/ram_agent.py", [*TINY, "--size", "20"], "argument --size: must be an integer >= 28"),
+    ("train/evaluate.py", ["no/such/best.pt"], "argument CHECKPOINT: no/such/best.pt"),
+    # Issue 31: a traceback from torch's seed overflow, after config.json and command.txt were written.
+    ("train/ram_agent.py", [*TINY, "--seed", "99999999999999999999"], "argument --seed: must be an integer in"),
+], ids=["lr-nan", "grad-clip", "size", "evaluate-missing", "seed-too-large"])
 def test_the_scripts_print_one_error_line_and_exit_2(mnist_dir, tmp_path, script, argv, message):
     folder = tmp_path / "run"
     argv = [*argv, "--run-dir", str(folder)] if script == "train/ram_agent.py" else argv

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,8 @@ from agents.figures.cli import plot_main, visualize_main
 from agents.pretrained import pretrained_names
 from glimpse_env import play
 from glimpse_env.config import ENV_ARGUMENTS, GlimpseConfig
+from glimpse_env.env import GlimpseMNISTEnv
+from glimpse_env.vector_env import GlimpseMNISTVectorEnv
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = dict(size=28, scales=1, glimpse_size=8, n_glimpses=2)
@@ -166,6 +169,7 @@ def test_plot_refuses_output_paths_it_cannot_write(tmp_path, a_file, capsys):
     (["--n-glimpses", "0"], "--n-glimpses", []),
     (["--clutter", "-1"], "--clutter", []),
     (["--seed", "-5"], "--seed", []),
+    (["--seed", str(2**64)], "--seed", ["2**64 - 1"]),  # every seed's one bound (issue 31)
     (["--step-seconds", "nan"], "--step-seconds", ["finite"]),
     (["--step-seconds", "inf"], "--step-seconds", ["finite"]),
     (["--step-seconds", "0"], "--step-seconds", ["> 0"]),
@@ -191,6 +195,30 @@ def test_the_env_arguments_are_one_list_with_a_play_flag_each():
     assert set(ENV_ARGUMENTS) == {name for name in GlimpseConfig.__dataclass_fields__} - {"split", "reward"}
     flags = {action.dest for action in play.build_parser()._actions}
     assert set(ENV_ARGUMENTS) <= flags
+
+
+def test_every_home_of_the_env_arguments_is_made_from_glimpse_config(tiny_digits):
+    """Issue 31: the env's arguments had five homes, and the checkpoint's keys disagreed about ``reward``."""
+    from agents.checkpoint import ENV_KEYS
+    from agents.training.config import CHOICES, TaskConfig
+
+    env_fields = {f.name: f for f in fields(GlimpseConfig)}
+    assert ENV_KEYS == set(ENV_ARGUMENTS)  # what a checkpoint may hold is what the trainer writes
+    task = {f.name: f for f in fields(TaskConfig) if f.name != "preset"}
+    assert tuple(task) == ENV_ARGUMENTS
+    for name in ENV_ARGUMENTS:
+        assert task[name].default == env_fields[name].default and task[name].type == env_fields[name].type
+        assert task[name].metadata["help"] == env_fields[name].metadata["help"]
+    assert CHOICES["first_location"] == list(env_fields["first_location"].metadata["choices"])
+    play_flags = {action.dest: action for action in play.build_parser()._actions}
+    for name in ENV_ARGUMENTS:
+        assert f"(default {env_fields[name].default})" in play_flags[name].help
+        assert play_flags[name].choices == env_fields[name].metadata["choices"]
+    # Both envs take exactly GlimpseConfig's fields as the task's keywords, with its defaults.
+    single, batched = GlimpseMNISTEnv(digits=tiny_digits), GlimpseMNISTVectorEnv(2, digits=tiny_digits)
+    assert single.config == batched.config == GlimpseConfig()
+    with pytest.raises(TypeError, match="sizes"):
+        GlimpseMNISTVectorEnv(2, digits=tiny_digits, sizes=60)
 
 
 # ---------------------------------------------------------------------------------------------------- as a user sees it

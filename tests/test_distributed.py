@@ -343,6 +343,6 @@ def test_a_resume_with_another_number_of_processes_is_refused(straight, tmp_path
 
 def test_a_batch_that_does_not_split_evenly_is_refused(tmp_path):
     config = TrainConfig(batch_size=33, run_dir=str(tmp_path / "run"))
-    with pytest.raises(ConfigError, match="--batch-size 33 does not split evenly over the 2 processes"):
+    with pytest.raises(ConfigError, match="argument --batch-size: 33 does not split evenly over the 2 processes"):
         train(config, [], dist=Distributed(world_size=2))
     assert not (tmp_path / "run").exists()

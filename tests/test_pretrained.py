@@ -71,14 +71,14 @@ def test_init_from_takes_a_shipped_agents_name():
     """A preset may start from another row's shipped agent by name (translated60-8g from translated60-4g)."""
     from agents.training.config import ConfigError, TrainConfig
     from agents.training.presets import PRESETS
-    from agents.training.trainer import load_init_weights, model_config
+    from agents.training.trainer import load_init_weights
 
     config = TrainConfig(**{**PRESETS["translated60-8g"], "preset": "translated60-8g"})
     assert config.init_from == "translated60-4g"
-    model = RecurrentAttentionModel(model_config(config))
+    model = RecurrentAttentionModel(config.model_config())
     load_init_weights(model, config, torch.device("cpu"))
     shipped = load_agent(CHECKPOINT_DIR / "translated60-4g.pt").model.state_dict()
     assert all(torch.equal(value, model.state_dict()[key]) for key, value in shipped.items())
-    with pytest.raises(ConfigError, match="--init-from no-such-agent.*known names"):
+    with pytest.raises(ConfigError, match="argument --init-from: no-such-agent.*known names"):
         load_init_weights(model, TrainConfig(**{**PRESETS["translated60-8g"], "init_from": "no-such-agent"}),
                           torch.device("cpu"))

@@ -68,7 +68,7 @@ def parse_visualize_args(argv: Sequence[str] | None = None) -> argparse.Namespac
     args.name = args.name if args.name is not None else Path(args.checkpoint).stem
     separators = {os.sep, "/", os.altsep} - {None}
     if not args.name.strip() or args.name in (".", "..") or any(sep in args.name for sep in separators):
-        parser.error(f"argument {flag}: {args.name!r} cannot prefix a file name (no folders: use --out for those)")
+        fail(parser, flag, f"{args.name!r} cannot prefix a file name (no folders: use --out for those)")
     return args
 
 

@@ -30,21 +30,12 @@ from agents.training.config import (
     resolve_config,
 )
 from agents.training.distributed import Distributed, init_distributed
-from agents.training.evaluation import SPLIT_SIZES, evaluate_checkpoint, format_result
+from agents.training.evaluation import evaluate_checkpoint, format_result
 from agents.training.presets import PRESETS, RECIPES, stage_values
 from agents.training.trainer import Figures, train
-from glimpse_env.data import load_digits
-from glimpse_env.vector_env import MAX_SEED, resolve_device
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+from glimpse_env.cli import SEED, fail, flag_message, int_in, load_split
+from glimpse_env.config import _check_int, resolve_device
+from glimpse_env.data import SPLIT_SIZES
 
 
 def build_parser(description: str | None = None) -> argparse.ArgumentParser:
@@ -57,7 +48,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--dist-timeout-minutes", type=float, default=30.0,
                         help="under torchrun: a collective that some rank does not join within this fails, and the "
                              "job stops with an error, rather than hanging on a dead rank (default: 30)")
-    parser.add_argument("--threads", type=positive_int, default=None,
+    parser.add_argument("--threads", type=int_in(1), default=None,
                         help="torch intra-op threads of each process (default: torch's; under torchrun the "
                              "machine's cores shared among its processes, unless OMP_NUM_THREADS was set)")
     add_config_flags(parser, TrainConfig, CHOICES)
@@ -78,9 +69,9 @@ def main(argv: list[str] | None = None, figures: Figures | None = None, descript
                 list_presets()
                 return None
             if args.recipe and (args.resume or hasattr(args, "init_from") or hasattr(args, "preset")):
-                raise ConfigError("--recipe starts each stage from the one before and continues by itself: run the "
-                                  "same --recipe command again instead of --resume; --init-from and --preset (the "
-                                  "recipe names its own) do not apply")
+                raise ConfigError(flag_message("--recipe", "starts each stage from the one before and continues by "
+                                               "itself: run the same --recipe command again instead of --resume; "
+                                               "--init-from and --preset (the recipe names its own) do not apply"))
             launcher = ["python"] if not dist.active else \
                 ["torchrun", f"--nnodes={dist.world_size // dist.local_world_size}",
                  f"--nproc_per_node={dist.local_world_size}"]
@@ -148,12 +139,12 @@ def evaluate_parser(description: str | None = None) -> argparse.ArgumentParser:
                         help="checkpoints written by train/ram_agent.py (best.pt), or names of shipped agents "
                              "(mnist28-6g: the .pt files of assets/checkpoints/)")
     parser.add_argument("--split", default="test", choices=list(SPLIT_SIZES), help="which digits (default: test)")
-    parser.add_argument("--mc", type=int, default=10, help="K sampled location paths per image; 0 skips it")
+    parser.add_argument("--mc", type=int_in(0), default=10, help="K sampled location paths per image; 0 skips it")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--slots", type=int, default=5000, help="episodes played at once")
-    parser.add_argument("--num-images", type=int, default=None,
+    parser.add_argument("--slots", type=int_in(1), default=5000, help="episodes played at once")
+    parser.add_argument("--num-images", type=int_in(1), default=None,
                         help="evaluate only the split's first N images (default: all); for quick checks")
-    parser.add_argument("--seed", type=int, default=0, help="seed of first locations and sampled paths")
+    parser.add_argument("--seed", type=SEED, default=0, help="seed of first locations and sampled paths")
     parser.add_argument("--data-dir", default=None, help="MNIST folder (default: $GLIMPSE_MNIST_DIR or download)")
     parser.add_argument("--locations", default="policy", choices=["policy", "random", "center"],
                         help="policy: the learned one; random/center: non-learning baselines with the trained "
@@ -164,28 +155,24 @@ def evaluate_parser(description: str | None = None) -> argparse.ArgumentParser:
 
 
 def check_evaluate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> torch.device:
-    """Every flag and every checkpoint, checked before the first evaluation; the device."""
-    if args.mc < 0:
-        parser.error("--mc must be >= 0")
-    if args.slots < 1:
-        parser.error("--slots must be >= 1")
-    if args.num_images is not None and not 1 <= args.num_images <= SPLIT_SIZES[args.split]:
-        parser.error(f"--num-images must be in [1, {SPLIT_SIZES[args.split]}] for --split {args.split}")
-    if not 0 <= args.seed <= MAX_SEED:
-        parser.error(f"--seed must be in [0, {MAX_SEED}]; got {args.seed}")
+    """Every flag and every checkpoint, checked before the first evaluation (each number by its argparse type, the
+    rest here, in the same words); the device."""
+    if args.num_images is not None:
+        size = SPLIT_SIZES[args.split]
+        try:
+            _check_int("num_images", args.num_images, 1, f"in [1, {size}] (the {args.split} split)", size)
+        except ValueError as error:
+            fail(parser, "--num-images", str(error).removeprefix("num_images "))
     try:
         device = resolve_device(args.device)
     except ValueError as error:
-        parser.error(f"--device {args.device}: {error}")
+        fail(parser, "--device", f"{args.device}: {error}")
     for checkpoint in args.checkpoints:
         try:
             load_agent(checkpoint)
         except (FileNotFoundError, ValueError) as error:
-            parser.error(f"checkpoint {checkpoint}: {error}")
-    try:
-        load_digits(args.split, args.data_dir, device)
-    except (OSError, ValueError, RuntimeError) as error:
-        parser.error(f"--data-dir {args.data_dir}: {error}" if args.data_dir else f"the MNIST folder: {error}")
+            fail(parser, "CHECKPOINT", f"{checkpoint}: {error}")
+    load_split(parser, args.split, args.data_dir)
     return device
 
 

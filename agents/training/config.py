@@ -11,18 +11,28 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from agents.ram import CORES, RAMConfig
-from agents.training.precision import precision_here
+from agents.training.precision import PRECISIONS, precision_here
 from agents.training.presets import PRESETS
-from glimpse_env.cli import finite_float, flag
-from glimpse_env.config import FIRST_LOCATIONS, NUM_CLASSES, GlimpseConfig, env_arguments, resolve_device
+from glimpse_env.cli import finite_float, flag, flag_message
+from glimpse_env.config import (
+    ENV_ARGUMENTS,
+    MAX_SEED,
+    NUM_CLASSES,
+    GlimpseConfig,
+    _check_choice,
+    _check_float,
+    _check_int,
+    env_arguments,
+    resolve_device,
+)
+from glimpse_env.data import SPLIT_SIZES
 
-PRECISIONS = ("auto", "bf16", "fp32")
 LR_SCHEDULES = ("cosine", "constant")
 
 
@@ -30,24 +40,31 @@ class ConfigError(ValueError):
     """A configuration (or an input it names) the run cannot use; the message names the flag."""
 
 
-def option(default, help: str):  # noqa: A002  (argparse's word)
+def option(default: Any, help: str) -> Any:  # noqa: A002  (argparse's word)
     return field(default=default, metadata={"help": help})
 
 
-@dataclass
-class TaskConfig:
-    """The paper configuration and the GlimpseMNIST-v0 arguments it sets (a flag overrides any of them)."""
+def _env_field(name: str) -> tuple[str, str, Any]:
+    """A TaskConfig field made from GlimpseConfig's: same type, default and help (their one home)."""
+    env_field = GlimpseConfig.__dataclass_fields__[name]
+    return name, env_field.type, option(env_field.default, env_field.metadata["help"])
 
-    preset: str = option("mnist28-6g", "paper configuration to start from (see --list-presets)")
-    size: int = option(28, "canvas side in pixels (28: MNIST; 60/100: translated or cluttered)")
-    scales: int = option(1, "retina scales k; scale i covers glimpse_size * 2**i pixels")
-    glimpse_size: int = option(8, "side g of each g x g retina patch")
-    n_glimpses: int = option(6, "glimpses per episode (= environment steps per episode)")
-    clutter: int = option(0, "8x8 distractor crops per canvas")
-    first_location: str = option("random", "where the first glimpse goes: random or center")
 
-    def env_kwargs(self) -> dict:
-        return env_arguments(dataclasses.asdict(self))
+def _env_kwargs(self: Any) -> dict:
+    """The GlimpseMNIST-v0 arguments of the task (:data:`glimpse_env.config.ENV_ARGUMENTS`)."""
+    return env_arguments(dataclasses.asdict(self))
+
+
+# The paper configuration and the GlimpseMNIST-v0 arguments it sets (a flag overrides any of them): the preset, then
+# one field per env argument of the task, made from GlimpseConfig's fields, so a new env argument is a flag here too.
+TaskConfig = dataclasses.make_dataclass(
+    "TaskConfig",
+    [("preset", "str", option("mnist28-6g", "paper configuration to start from (see --list-presets)")),
+     *(_env_field(name) for name in ENV_ARGUMENTS)],
+    namespace={"env_kwargs": _env_kwargs,
+               "__doc__": "The paper configuration and the GlimpseMNIST-v0 arguments it sets.",
+               "__module__": __name__},
+)
 
 
 @dataclass
@@ -60,7 +77,7 @@ class TrainConfig(TaskConfig):
     where_hidden: int = option(128, "units of the glimpse network's 'where' path")
     glimpse_out: int = option(256, "units of the glimpse network's output")
     core_size: int = option(256, "units of the recurrent core")
-    loc_std: float = option(0.1, "standard deviation of the Gaussian location policy, on [-1, 1]")
+    loc_std: float = option(RAMConfig.loc_std, "standard deviation of the Gaussian location policy, on [-1, 1]")
     loc_std_final: float = option(0.0, "anneal the location policy's standard deviation linearly over the epochs, "
                                        "from loc_std in the first to this in the last (0: constant loc_std)")
     learn_first_location: bool = option(True, "the agent learns where its first glimpse goes (--no-learn-first-"
@@ -111,26 +128,46 @@ class TrainConfig(TaskConfig):
     figure: bool = option(True, "draw the learned glimpse paths (PNG and GIF) into the run folder at the end")
 
     def model_kwargs(self) -> dict:
-        return dict(core=self.core, what_hidden=self.what_hidden, where_hidden=self.where_hidden,
-                    glimpse_out=self.glimpse_out, core_size=self.core_size, loc_std=self.loc_std,
-                    learn_first_location=self.learn_first_location, reinforce_core=self.reinforce_core)
+        """The model's flags: RAMConfig's fields that are flags here (its retina comes from the env's)."""
+        return {name: getattr(self, name) for name in MODEL_FLAGS}
+
+    def model_config(self) -> RAMConfig:
+        """The model a run of this configuration trains (the env's retina sets its input sizes); RAMConfig checks
+        the model's values (``loc_std`` included), once."""
+        return RAMConfig(scales=self.scales, glimpse_size=self.glimpse_size, num_classes=NUM_CLASSES,
+                         **self.model_kwargs())
 
 
+MODEL_FLAGS = tuple(f.name for f in dataclasses.fields(RAMConfig)
+                    if f.name in TrainConfig.__dataclass_fields__ and f.name not in ENV_ARGUMENTS)
+
+
+# The trainer's own choices; the env's (first_location) are GlimpseConfig's.
 CHOICES = {"preset": list(PRESETS), "core": list(CORES), "lr_schedule": list(LR_SCHEDULES),
-           "precision": list(PRECISIONS), "first_location": list(FIRST_LOCATIONS)}
+           "precision": list(PRECISIONS),
+           **{name: list(GlimpseConfig.__dataclass_fields__[name].metadata["choices"]) for name in ENV_ARGUMENTS
+              if GlimpseConfig.__dataclass_fields__[name].metadata["choices"]}}
 # Fields a run folder written before they existed lacks, with the behaviour it was trained with.
 ADDED_LATER = {"learn_first_location": False, "reinforce_core": False, "shared_canvas": False, "init_from": "",
                "val_subset": 0, "max_nonfinite_steps": 20, "clip_separately": False, "loc_std_final": 0.0,
                "ema_decay": 0.0}
 # What may change when a run is resumed; everything else must match the run's config.json.
 RESUMABLE_CHANGES = {"epochs", "device", "run_dir", "data_dir", "figure", "eval_slots", "max_nonfinite_steps"}
-# Integer flags that must be at least this.
-MINIMUMS = {"epochs": 1, "batch_size": 1, "mc_samples": 1, "train_subset": 0, "eval_slots": 1, "val_subset": 0,
-            "val_mc": 0, "test_mc": 0, "max_nonfinite_steps": 1, "seed": 0}
-# Float flags: (smallest allowed, whether it is allowed itself); every one must be finite.
-FLOAT_BOUNDS = {"loc_std": (0.0, False), "loc_std_final": (0.0, True), "lr": (0.0, False), "lr_final": (0.0, True),
-                "warmup_epochs": (0.0, True), "weight_decay": (0.0, True), "rl_weight": (0.0, True),
-                "grad_clip": (0.0, True)}
+# The trainer's integer flags: (smallest, largest or None, how the range is said). The env's and the model's are
+# checked by GlimpseConfig and RAMConfig, their homes.
+INT_BOUNDS = {
+    "epochs": (1, None, ">= 1"), "batch_size": (1, None, ">= 1"), "mc_samples": (1, None, ">= 1"),
+    "train_subset": (0, SPLIT_SIZES["train"], f"in [0, {SPLIT_SIZES['train']}] (the training split; 0: all)"),
+    "eval_slots": (1, None, ">= 1"),
+    "val_subset": (0, SPLIT_SIZES["validation"],
+                   f"in [0, {SPLIT_SIZES['validation']}] (the validation split; 0: all)"),
+    "val_mc": (0, None, ">= 0"), "test_mc": (0, None, ">= 0"), "max_nonfinite_steps": (1, None, ">= 1"),
+    "seed": (0, MAX_SEED, "in [0, 2**64 - 1]"),
+}
+# The trainer's float flags: (smallest, whether it is allowed itself, largest (excluded) or None); all finite.
+FLOAT_BOUNDS = {"loc_std_final": (0.0, True, None), "lr": (0.0, False, None), "lr_final": (0.0, True, None),
+                "warmup_epochs": (0.0, True, None), "weight_decay": (0.0, True, None), "rl_weight": (0.0, True, None),
+                "grad_clip": (0.0, True, None), "ema_decay": (0.0, True, 1.0)}
 
 
 def add_config_flags(parser: argparse.ArgumentParser, config_class: type, choices: dict[str, list]) -> None:
@@ -163,8 +200,8 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     refused = {k: pair for k, pair in changed.items() if k not in RESUMABLE_CHANGES}
     if refused:
         lines = ", ".join(f"{k}: run has {old!r}, asked {new!r}" for k, (old, new) in refused.items())
-        raise ConfigError(f"--resume {args.resume}: refusing to continue with another configuration ({lines}). "
-                          f"Only {sorted(RESUMABLE_CHANGES)} may change.")
+        raise ConfigError(flag_message("--resume", f"{args.resume}: refusing to continue with another "
+                                       f"configuration ({lines}). Only {sorted(RESUMABLE_CHANGES)} may change."))
     return TrainConfig(**{**saved, **explicit, "run_dir": str(args.resume)})
 
 
@@ -178,63 +215,63 @@ def read_run_config(folder: Path) -> dict:
     """A run folder's config.json, checked to be one this version can continue."""
     path = folder / "config.json"
     if not path.is_file():
-        raise ConfigError(f"--resume {folder}: no config.json there; is it a run folder?")
+        raise ConfigError(flag_message("--resume", f"{folder}: no config.json there; is it a run folder?"))
     try:
         saved = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ConfigError(f"--resume {folder}: its config.json cannot be read ({error})") from error
+        raise ConfigError(flag_message("--resume", f"{folder}: its config.json cannot be read ({error})")) from error
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     if not isinstance(saved, dict) or set(saved) - known:
         unknown = sorted(set(saved) - known) if isinstance(saved, dict) else type(saved).__name__
-        raise ConfigError(f"--resume {folder}: its config.json is not a run configuration of this version "
-                          f"(unknown: {unknown})")
+        raise ConfigError(flag_message("--resume", f"{folder}: its config.json is not a run configuration of "
+                                       f"this version (unknown: {unknown})"))
     return saved
 
 
 def check_config(config: TrainConfig, world_size: int = 1) -> None:
-    """A ConfigError naming the flag, before anything starts, for any value the run could not use."""
-    for name, value in dataclasses.asdict(config).items():
-        expected = TrainConfig.__dataclass_fields__[name].type
-        kinds = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}[expected]
-        if not isinstance(value, kinds) or (expected != "bool" and isinstance(value, bool)):
-            raise ConfigError(f"{flag(name)} must be {expected}, got {value!r}")
-    for name, minimum in MINIMUMS.items():
-        if getattr(config, name) < minimum:
-            raise ConfigError(f"{flag(name)} must be >= {minimum}; got {getattr(config, name)}")
-    for name, (low, inclusive) in FLOAT_BOUNDS.items():
-        value = getattr(config, name)
-        if not math.isfinite(value) or value < low or (value == low and not inclusive):
-            raise ConfigError(f"{flag(name)} must be {'>=' if inclusive else '>'} {low:g} (a finite number); "
-                              f"got {value}")
-    if not 0.0 <= config.ema_decay < 1.0:
-        raise ConfigError(f"--ema-decay must be in [0, 1) (0: off); got {config.ema_decay}")
-    for name, allowed in CHOICES.items():
-        if name != "preset" and getattr(config, name) not in allowed:
-            raise ConfigError(f"{flag(name)} must be one of {', '.join(allowed)}; got {getattr(config, name)!r}")
-    for build in (lambda: GlimpseConfig(**config.env_kwargs()),
-                  lambda: RAMConfig(scales=config.scales, glimpse_size=config.glimpse_size, num_classes=NUM_CLASSES,
-                                    **config.model_kwargs())):
-        try:
-            build()
-        except ValueError as error:
-            raise ConfigError(naming_the_flag(str(error))) from error
+    """A ConfigError naming the flag (``argument --flag: ...``), before anything starts, for any value the run
+    could not use. Each value is checked here once: the env's by GlimpseConfig, the model's by RAMConfig, the
+    trainer's by the tables above."""
+    try:
+        for name, value in dataclasses.asdict(config).items():
+            expected = TrainConfig.__dataclass_fields__[name].type
+            kinds = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}[expected]
+            if not isinstance(value, kinds) or (expected != "bool" and isinstance(value, bool)):
+                raise ValueError(f"{name} must be {expected}, got {value!r}")
+        for name, (low, high, allowed) in INT_BOUNDS.items():
+            _check_int(name, getattr(config, name), low, allowed, high)
+        for name, (low, inclusive, high) in FLOAT_BOUNDS.items():
+            _check_float(name, getattr(config, name), low, inclusive, high)
+        for name, allowed in CHOICES.items():
+            if name != "preset" and name not in ENV_ARGUMENTS:
+                _check_choice(name, getattr(config, name), tuple(allowed))
+        GlimpseConfig(**config.env_kwargs())
+        config.model_config()
+    except ValueError as error:
+        raise ConfigError(naming_the_flag(str(error))) from error
+    if config.warmup_epochs > config.epochs:
+        raise ConfigError(flag_message("--warmup-epochs", f"must be <= --epochs ({config.epochs}): a warm-up "
+                                       f"longer than the run never reaches --lr, got {config.warmup_epochs:g}"))
     if config.batch_size % world_size:
-        raise ConfigError(f"--batch-size {config.batch_size} does not split evenly over the {world_size} "
-                          f"processes of this torchrun job: choose a multiple of {world_size} (it is the global "
-                          f"batch, so the hyperparameters mean the same at any number of processes)")
+        raise ConfigError(flag_message("--batch-size", f"{config.batch_size} does not split evenly over the "
+                                       f"{world_size} processes of this torchrun job: choose a multiple of "
+                                       f"{world_size} (it is the global batch, so the hyperparameters mean the same "
+                                       f"at any number of processes)"))
     if config.val_subset and config.val_subset < world_size:
-        raise ConfigError(f"--val-subset {config.val_subset}: fewer validation images than the {world_size} "
-                          f"processes")
+        raise ConfigError(flag_message("--val-subset", f"{config.val_subset}: fewer validation images than the "
+                                       f"{world_size} processes"))
     try:
         resolve_device(config.device)
     except ValueError as error:
-        raise ConfigError(f"--device {config.device}: {error}") from error
+        raise ConfigError(flag_message("--device", f"{config.device}: {error}")) from error
 
 
 def naming_the_flag(message: str) -> str:
-    """An env's or model's message about an argument (``size must be ...``), with the argument as its flag."""
+    """A check's message about a field (``size must be ...``) in the one form of a refused flag's:
+    ``argument --size: must be ...``."""
     match = re.match(r"(\w+)", message)
     if match and match.group(1) in TrainConfig.__dataclass_fields__:
         name = match.group(1)
-        return flag(name) + message[len(name):] if message[len(name):].startswith(" ") else f"{flag(name)}: {message}"
+        rest = message[len(name):]
+        return flag_message(flag(name), rest[1:] if rest.startswith(" ") else rest)
     return message

@@ -149,7 +149,7 @@ def init_distributed(timeout_minutes: float, threads: int | None = None) -> Dist
             torch.set_num_threads(threads)
         return Distributed()
     if not timeout_minutes > 0:
-        raise ConfigError(f"--dist-timeout-minutes must be > 0; got {timeout_minutes}")
+        raise ConfigError(f"argument --dist-timeout-minutes: must be a finite number > 0, got {timeout_minutes}")
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
     chosen = rank_threads(local_world_size, threads)

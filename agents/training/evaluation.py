@@ -18,12 +18,8 @@ from agents import RecurrentAttentionModel, evaluate, load_agent
 from agents.training.config import TrainConfig
 from agents.training.distributed import Distributed, rank_seed
 from agents.training.precision import autocast
-from glimpse_env.data import TRAIN_SIZE
-from glimpse_env.vector_env import resolve_device
-
-MNIST_TRAINING_DIGITS, MNIST_TEST_DIGITS = 60_000, 10_000
-# The paper's split of MNIST's training digits (glimpse_env.data.TRAIN_SIZE): the last 5,000 validate.
-SPLIT_SIZES = {"train": TRAIN_SIZE, "validation": MNIST_TRAINING_DIGITS - TRAIN_SIZE, "test": MNIST_TEST_DIGITS}
+from glimpse_env.config import resolve_device
+from glimpse_env.data import SPLIT_SIZES  # with the data, its one home; imported here for this module's readers
 
 
 def evaluate_checkpoint(

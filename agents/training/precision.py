@@ -14,6 +14,12 @@ import torch
 
 from glimpse_env.config import resolve_device
 
+PRECISIONS = ("auto", "bf16", "fp32")  # what --precision takes
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp32": None}  # what a run trains in -> its autocast dtype (None: off)
+# How results.json has said the precision a run trained in: "bf16"/"fp32" (as config.json), and before that the
+# autocast dtype ("torch.bfloat16"); readers of committed records go through this.
+RECORDED_PRECISIONS = {"bf16": "bf16", "fp32": "fp32", "torch.bfloat16": "bf16"}
+
 
 def has_fast_bf16(device: torch.device) -> bool:
     """Whether bf16 matmuls are fast on ``device``: CUDA that supports them, or a CPU with bf16 instructions (AMX
@@ -28,13 +34,17 @@ def has_fast_bf16(device: torch.device) -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
+def precision_in_use(precision: str, device: torch.device) -> str:
+    """What a run of ``precision`` (a --precision value) trains in on ``device``: ``"bf16"`` or ``"fp32"``, the
+    words config.json and results.json use. The one place ``auto`` is decided."""
+    if precision == "auto":
+        return "bf16" if has_fast_bf16(device) else "fp32"
+    return precision
+
+
 def pick_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for plain float32."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    return torch.bfloat16 if has_fast_bf16(device) else None
+    return AUTOCAST_DTYPES[precision_in_use(precision, device)]
 
 
 def precision_here(values: dict, explicit: dict) -> str:

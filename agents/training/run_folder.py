@@ -6,7 +6,7 @@ best.pt and last.pt, results.json (last: it marks the run finished) and the figu
 init_from.json (the file it started from and that file's SHA-256). last.pt is an epoch's commit
 point: it is written first and holds what the epoch's other outputs need, and a resume makes metrics.jsonl and
 best.pt agree with it (:meth:`Run.settle`), so a kill at any moment loses or repeats nothing. Every write is atomic
-(:func:`agents.checkpoint.atomic_write`); a failed one (disk full, read-only folder) is a clear error naming the file,
+(:func:`glimpse_env.files.atomic_write`); a failed one (disk full, read-only folder) is a clear error naming the file,
 with the previous version intact.
 
 One trainer at a time: a live run folder is locked (``.lock``, an ``flock`` that the system drops when its process
@@ -33,6 +33,7 @@ from agents import RAMConfig, RecurrentAttentionModel, save_agent
 from agents.checkpoint import read_checkpoint
 from agents.training.config import ADDED_LATER, ConfigError, TrainConfig
 from agents.training.distributed import Distributed
+from glimpse_env.cli import flag_message
 from glimpse_env.files import atomic_write
 
 try:
@@ -112,8 +113,8 @@ class Run:
     def start(self, config: TrainConfig, command: list[str], resume: bool) -> None:
         started = (self.dir / "config.json").is_file() or (self.dir / "last.pt").is_file()
         if started and not resume:  # else its last.pt would be continued with this command's flags unchecked
-            raise ConfigError(f"--run-dir {self.dir} already holds a run: continue it with --resume {self.dir}, or "
-                              f"choose another --run-dir")
+            raise ConfigError(flag_message("--run-dir", f"{self.dir} already holds a run: continue it with --resume "
+                                                        f"{self.dir}, or choose another --run-dir"))
         for stray in self.dir.glob("*.tmp"):  # left by a kill during an atomic write (no one else writes here)
             stray.unlink()
         if not started:  # written once, by the first start (config.json last: it marks the run started)
@@ -225,21 +226,24 @@ def read_last_checkpoint(run_dir: Path, config: TrainConfig, device: torch.devic
         saved_config = payload["extra"]["train_config"]
         state = payload["extra"]["state"]
     except (ValueError, KeyError, TypeError) as error:
-        raise ConfigError(f"--resume {run_dir}: its last.pt cannot be continued from ({error})") from error
-    saved_model = {**{k: v for k, v in ADDED_LATER.items() if k in config.model_kwargs()},
-                   **saved_config["model_kwargs"]}
+        raise ConfigError(flag_message("--resume", f"{run_dir}: its last.pt cannot be continued from ({error})")) \
+            from error
+    # The model's flags as the run's configuration holds them (a field added later: the behaviour before it).
+    saved_model = {name: saved_config.get(name, ADDED_LATER.get(name)) for name in config.model_kwargs()}
     if saved_model != config.model_kwargs() or payload["env_kwargs"] != config.env_kwargs():
-        raise ConfigError(f"--resume {run_dir}: its last.pt was trained with another configuration; refusing to "
-                          f"resume")
+        raise ConfigError(flag_message("--resume", f"{run_dir}: its last.pt was trained with another configuration; "
+                                                   f"refusing to resume"))
     saved_world = state.get("world_size", 1)  # absent: written by one process
     if saved_world != dist.world_size:
         how = "python train/ram_agent.py" if saved_world == 1 else \
             f"torchrun with --nproc_per_node (x --nnodes) = {saved_world}"
-        raise ConfigError(f"--resume {run_dir}: the run was trained by {saved_world} process(es), this job has "
-                          f"{dist.world_size}; each process's random streams are in last.pt, so continue it with "
-                          f"the same number: {how} ... --resume {run_dir}")
+        raise ConfigError(flag_message("--resume", f"{run_dir}: the run was trained by {saved_world} process(es), "
+                                                   f"this job has {dist.world_size}; each process's random streams "
+                                                   f"are in last.pt, so continue it with the same number: {how} ... "
+                                                   f"--resume {run_dir}"))
     if config.epochs < state["epoch"]:
-        raise ConfigError(f"--epochs {config.epochs}: {run_dir} has already trained {state['epoch']} epochs")
+        raise ConfigError(flag_message("--epochs", f"{config.epochs}: {run_dir} has already trained {state['epoch']} "
+                                                   f"epochs"))
     return payload
 
 

@@ -37,7 +37,7 @@ from agents.pretrained import resolve_checkpoint
 from agents.training import evaluation
 from agents.training.config import ConfigError, TrainConfig, check_config
 from agents.training.distributed import Distributed, rank_seed
-from agents.training.evaluation import SPLIT_SIZES, format_result
+from agents.training.evaluation import format_result
 from agents.training.precision import autocast, pick_precision, precision_note
 from agents.training.presets import PRESETS
 from agents.training.run_folder import Run, read_last_checkpoint, restore_rng_states, rng_states
@@ -49,8 +49,8 @@ from agents.training.step import (
     location_std,
     wrap_for_ddp,
 )
-from glimpse_env.config import NUM_CLASSES
-from glimpse_env.data import load_digits
+from glimpse_env.cli import flag_message
+from glimpse_env.data import SPLIT_SIZES, load_digits
 from glimpse_env.files import file_sha256
 from glimpse_env.vector_env import resolve_device
 
@@ -107,11 +107,11 @@ class Trainer:
         try:
             load_digits("train", config.data_dir or None, self.device)
         except (OSError, ValueError, RuntimeError) as error:
-            where = f"--data-dir {config.data_dir}" if config.data_dir else "the MNIST folder ($GLIMPSE_MNIST_DIR)"
-            raise ConfigError(f"{where}: {error}") from error
+            where = config.data_dir or "the MNIST folder ($GLIMPSE_MNIST_DIR)"
+            raise ConfigError(flag_message("--data-dir", f"{where}: {error}")) from error
         resumed = self.resume and (Path(config.run_dir) / "last.pt").is_file()
         if config.init_from and not resumed:
-            load_init_weights(RecurrentAttentionModel(model_config(config)).to(self.device), config, self.device)
+            load_init_weights(RecurrentAttentionModel(config.model_config()).to(self.device), config, self.device)
 
     def open(self) -> dict | None:
         """Open (and lock) the run folder on rank 0; the results of a finished run asked to go on as it was."""
@@ -303,7 +303,9 @@ class Trainer:
     def commit(self, kept: RecurrentAttentionModel, metrics: dict, state: dict, improved: bool) -> None:
         """last.pt first: it commits the epoch; best.pt and the metrics line follow from it (see Run.settle)."""
         config = self.config
-        extra = {"train_config": {"model_kwargs": config.model_kwargs(), **asdict(config)}, "metrics": metrics}
+        # The run's configuration once (its loc_std is the schedule's start; the model's, in model_config, this
+        # epoch's): no copy of the model's flags beside it.
+        extra = {"train_config": asdict(config), "metrics": metrics}
         averaged = {"average": self.average.state_dict()} if self.average is not None else {}
         self.folder.save("last.pt", self.model, config.env_kwargs(),
                          {**extra, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -369,14 +371,8 @@ def train(config: TrainConfig, command: list[str], resume: bool = False, dist: D
     return Trainer(config, command, resume, dist, figures).train()
 
 
-def model_config(config: TrainConfig) -> RAMConfig:
-    """The model a run of ``config`` trains (the env's retina sets its input sizes)."""
-    return RAMConfig(scales=config.scales, glimpse_size=config.glimpse_size, num_classes=NUM_CLASSES,
-                     **config.model_kwargs())
-
-
 def load_init_weights(model: RecurrentAttentionModel, config: TrainConfig,
-                      device: torch.device) -> tuple[list[str], dict]:
+                      device: torch.device) -> tuple[list[str], dict, Path]:
     """Load --init-from's weights into ``model``: the same architecture and retina; how gradients flow, the location
     noise and a learned first glimpse (absent from a checkpoint trained without one) may differ, and so may the
     task, for a curriculum: translated -> cluttered, fewer distractors -> more, fewer glimpses -> more (the model
@@ -387,17 +383,18 @@ def load_init_weights(model: RecurrentAttentionModel, config: TrainConfig,
         path = resolve_checkpoint(config.init_from)  # a path, or the name of a shipped agent
         payload = read_checkpoint(path, device)
     except (FileNotFoundError, ValueError) as error:
-        path = config.init_from
-        raise ConfigError(f"--init-from {path}: {error}") from error
+        raise ConfigError(flag_message("--init-from", f"{config.init_from}: {error}")) from error
     free = {"loc_std", "reinforce_core", "learn_first_location"}
     ours = {k: v for k, v in dataclasses.asdict(model.config).items() if k not in free}
     theirs = {k: v for k, v in payload["model_config"].items() if k not in free}
     if ours != theirs:
         diff = {k: (theirs.get(k), v) for k, v in ours.items() if theirs.get(k) != v}
-        raise ConfigError(f"--init-from {path}: another architecture or retina ({diff}, checkpoint vs this run)")
+        raise ConfigError(flag_message("--init-from", f"{path}: another architecture or retina ({diff}, checkpoint "
+                                                      f"vs this run)"))
     missing, unexpected = model.load_state_dict(payload["model"], strict=False)
     if unexpected or set(missing) - {"first_location_logit", "first_baseline"}:
-        raise ConfigError(f"--init-from {path}: weights do not fit (missing {missing}, unexpected {unexpected})")
+        raise ConfigError(flag_message("--init-from", f"{path}: weights do not fit (missing {missing}, unexpected "
+                                                      f"{unexpected})"))
     task = {k: (payload["env_kwargs"].get(k), v) for k, v in config.env_kwargs().items()
             if payload["env_kwargs"].get(k) != v}
     return missing, task, Path(path)

@@ -29,8 +29,8 @@ from glimpse_env.files import file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 NOT_DECIDING = {"preset", "run_dir", "data_dir", "device", "figure", "eval_slots", "max_nonfinite_steps", "init_from"}
-# What a record says auto chose (results.json "precision") as the precision flag.
-CHOSEN = {"torch.bfloat16": "bf16", "fp32": "fp32"}
+# What a record says auto chose (results.json "precision", in either form it has been written in) as the flag.
+CHOSEN = precision.RECORDED_PRECISIONS
 # Shipped records that disagree with the row as it stands: (field, row's value, record's value). Each is a known
 # difference (the lead is told); a new one, or one that goes away, fails the test.
 # None today: every shipped record ran its row's command as it stands.

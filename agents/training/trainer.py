@@ -38,7 +38,7 @@ from agents.training import evaluation
 from agents.training.config import ConfigError, TrainConfig, check_config
 from agents.training.distributed import Distributed, rank_seed
 from agents.training.evaluation import format_result
-from agents.training.precision import autocast, pick_precision, precision_note
+from agents.training.precision import AUTOCAST_DTYPES, autocast, precision_in_use, precision_note
 from agents.training.presets import PRESETS
 from agents.training.run_folder import Run, read_last_checkpoint, restore_rng_states, rng_states
 from agents.training.step import (
@@ -97,7 +97,8 @@ class Trainer:
         if device.type == "cuda" and "nccl" in dist.backend:
             device = torch.device("cuda", dist.local_rank)
         self.device = device
-        self.autocast_dtype = pick_precision(config.precision, device)
+        self.precision = precision_in_use(config.precision, device)  # decided once: "bf16" or "fp32"
+        self.autocast_dtype = AUTOCAST_DTYPES[self.precision]
         dist.from_rank0(self.check_inputs)
 
     def check_inputs(self) -> None:
@@ -339,7 +340,7 @@ class Trainer:
                                                   config.eval_slots, config.seed, config.data_dir or None)
         results = {"preset": config.preset, "test": test, "best_val_error": self.best_val,
                    "epochs": config.epochs, "wall_seconds": round(time.perf_counter() - self.started, 1),
-                   "device": str(self.device), "precision": str(self.autocast_dtype or "fp32"),
+                   "device": str(self.device), "precision": self.precision,
                    "threads": torch.get_num_threads(), "world_size": dist.world_size,
                    "command": " ".join(self.command)}
         return dist.from_rank0(lambda: self.write_results(results))

@@ -18,7 +18,7 @@ from agents import RecurrentAttentionModel, evaluate, load_agent
 from agents.training.config import TrainConfig
 from agents.training.distributed import Distributed, rank_seed
 from agents.training.precision import autocast
-from glimpse_env.config import resolve_device
+from glimpse_env.config import _check_choice, _check_int, resolve_device
 from glimpse_env.data import SPLIT_SIZES  # with the data, its one home; imported here for this module's readers
 
 
@@ -39,14 +39,12 @@ def evaluate_checkpoint(
     non-learning baselines: the trained glimpse network, core and classifier, looking at random locations or only at
     the centre (the first glimpse included).
     """
-    if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
-        raise ValueError(f"slots must be an integer >= 1, got {slots!r}")
-    if split not in SPLIT_SIZES:
-        raise ValueError(f"split must be one of {list(SPLIT_SIZES)}, got {split!r}")
+    # The env's checks, in their words (one family of checks for every argument and flag).
+    slots = _check_int("slots", slots, 1, ">= 1")
+    _check_choice("split", split, tuple(SPLIT_SIZES))
     available = SPLIT_SIZES[split]
     num_images = num_images or available
-    if isinstance(num_images, bool) or not isinstance(num_images, int) or not 1 <= num_images <= available:
-        raise ValueError(f"num_images must be an integer in [1, {available}] (the {split} split), got {num_images!r}")
+    num_images = _check_int("num_images", num_images, 1, f"in [1, {available}] (the {split} split)", available)
     device = resolve_device(device)
     loaded = load_agent(checkpoint, device)
     env_kwargs = dict(loaded.env_kwargs)

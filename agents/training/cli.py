@@ -33,7 +33,7 @@ from agents.training.distributed import Distributed, init_distributed
 from agents.training.evaluation import evaluate_checkpoint, format_result
 from agents.training.presets import PRESETS, RECIPES, stage_values
 from agents.training.trainer import Figures, train
-from glimpse_env.cli import SEED, fail, flag_message, int_in, load_split
+from glimpse_env.cli import SEED, fail, flag_message, int_in, load_split, positive_float
 from glimpse_env.config import _check_int, resolve_device
 from glimpse_env.data import SPLIT_SIZES
 
@@ -45,7 +45,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--recipe", choices=list(RECIPES), help="train a row's whole recipe, stage after stage, in "
                         "RUN_DIR/stage1, stage2, ... (RUN_DIR: --run-dir, default runs/<recipe>-recipe); the same "
                         "command again continues it where it stopped")
-    parser.add_argument("--dist-timeout-minutes", type=float, default=30.0,
+    parser.add_argument("--dist-timeout-minutes", type=positive_float, default=30.0,
                         help="under torchrun: a collective that some rank does not join within this fails, and the "
                              "job stops with an error, rather than hanging on a dead rank (default: 30)")
     parser.add_argument("--threads", type=int_in(1), default=None,

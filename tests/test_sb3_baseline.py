@@ -43,3 +43,15 @@ def test_presets_come_from_the_ram_trainer() -> None:
     for preset in agents.training.PRESETS:  # every row, also those that set RAM-only options (reinforce_core)
         args = sb3_baseline.build_parser().parse_args(["--preset", preset])
         assert sb3_baseline.resolve_config(args).preset == preset
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--timesteps", "0"], "argument --timesteps: must be an integer >= 1, got 0"),
+    (["--threads", "-1"], "argument --threads: must be an integer >= 0, got -1"),
+    (["--seed", str(2**32)], r"argument --seed: must be an integer in \[0, 2\*\*32 - 1\]"),  # numpy's legacy seed
+    (["--first-location", "corner"], "argument --first-location: invalid choice"),  # GlimpseConfig's choices
+])
+def test_a_bad_flag_is_refused_before_the_run_folder_is_made(tmp_path: Path, refused, flags: list[str],
+                                                             message: str) -> None:
+    refused(sb3_baseline.main, [*flags, "--run-dir", str(tmp_path / "run")], message)
+    assert not (tmp_path / "run").exists()

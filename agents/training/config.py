@@ -142,11 +142,11 @@ MODEL_FLAGS = tuple(f.name for f in dataclasses.fields(RAMConfig)
                     if f.name in TrainConfig.__dataclass_fields__ and f.name not in ENV_ARGUMENTS)
 
 
-# The trainer's own choices; the env's (first_location) are GlimpseConfig's.
+# The env's choices (first_location) are GlimpseConfig's; then the trainer's own.
+ENV_CHOICES = {name: list(GlimpseConfig.__dataclass_fields__[name].metadata["choices"]) for name in ENV_ARGUMENTS
+               if GlimpseConfig.__dataclass_fields__[name].metadata["choices"]}
 CHOICES = {"preset": list(PRESETS), "core": list(CORES), "lr_schedule": list(LR_SCHEDULES),
-           "precision": list(PRECISIONS),
-           **{name: list(GlimpseConfig.__dataclass_fields__[name].metadata["choices"]) for name in ENV_ARGUMENTS
-              if GlimpseConfig.__dataclass_fields__[name].metadata["choices"]}}
+           "precision": list(PRECISIONS), **ENV_CHOICES}
 # Fields a run folder written before they existed lacks, with the behaviour it was trained with.
 ADDED_LATER = {"learn_first_location": False, "reinforce_core": False, "shared_canvas": False, "init_from": "",
                "val_subset": 0, "max_nonfinite_steps": 20, "clip_separately": False, "loc_std_final": 0.0,
@@ -266,11 +266,11 @@ def check_config(config: TrainConfig, world_size: int = 1) -> None:
         raise ConfigError(flag_message("--device", f"{config.device}: {error}")) from error
 
 
-def naming_the_flag(message: str) -> str:
-    """A check's message about a field (``size must be ...``) in the one form of a refused flag's:
-    ``argument --size: must be ...``."""
+def naming_the_flag(message: str, config_class: type | None = None) -> str:
+    """A check's message about a field of ``config_class`` (default TrainConfig; ``size must be ...``) in the one
+    form of a refused flag's: ``argument --size: must be ...``."""
     match = re.match(r"(\w+)", message)
-    if match and match.group(1) in TrainConfig.__dataclass_fields__:
+    if match and match.group(1) in (config_class or TrainConfig).__dataclass_fields__:
         name = match.group(1)
         rest = message[len(name):]
         return flag_message(flag(name), rest[1:] if rest.startswith(" ") else rest)

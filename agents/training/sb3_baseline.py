@@ -28,14 +28,29 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 import glimpse_env  # noqa: F401  (registers GlimpseMNIST-v0)
-from agents.training.config import TaskConfig, TrainConfig, add_config_flags, explicit_flags, option
-from agents.training.evaluation import SPLIT_SIZES
+from agents.training.config import (
+    ENV_CHOICES,
+    TaskConfig,
+    TrainConfig,
+    add_config_flags,
+    explicit_flags,
+    naming_the_flag,
+    option,
+)
 from agents.training.presets import PRESETS
-from glimpse_env.data import DigitSet
+from glimpse_env.config import _check_int
+from glimpse_env.data import SPLIT_SIZES, DigitSet
 from glimpse_env.wrappers import FlattenAction
 
 ALGOS = ("recurrent-ppo", "ppo")
 RAM_TRAIN_IMAGES = SPLIT_SIZES["train"]  # one RAM epoch shows each image in mc_samples slots
+# SB3 seeds numpy's legacy global generator (np.random.seed), which takes only [0, 2**32 - 1]: narrower than the
+# project's MAX_SEED, so this command line's --seed has this bound.
+SB3_MAX_SEED = 2**32 - 1
+# The flags checked here, in the env's words: (smallest, largest or None, how the range is said).
+INT_BOUNDS = {"timesteps": (1, None, ">= 1"), "n_envs": (1, None, ">= 1"), "n_steps": (1, None, ">= 1"),
+              "batch_size": (1, None, ">= 1"), "n_epochs": (1, None, ">= 1"), "threads": (0, None, ">= 0"),
+              "seed": (0, SB3_MAX_SEED, "in [0, 2**32 - 1] (SB3 seeds numpy's legacy generator)")}
 
 
 @dataclass
@@ -72,7 +87,7 @@ class BaselineConfig(TaskConfig):
 
 def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    choices = {"preset": list(PRESETS), "algo": list(ALGOS), "first_location": ["random", "center"]}
+    choices = {"preset": list(PRESETS), "algo": list(ALGOS), **ENV_CHOICES}
     add_config_flags(parser, BaselineConfig, choices)
     return parser
 
@@ -188,10 +203,10 @@ def main(argv: list[str] | None = None, digits: DigitSet | None = None,
     """train/sb3_baseline.py's command line; ``digits`` replaces both splits' digits (tests use a fixture)."""
     parser = build_parser(description)
     config = resolve_config(parser.parse_args(argv))
-    for name in ("timesteps", "n_envs", "n_steps", "batch_size", "n_epochs"):
-        if getattr(config, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1; got {getattr(config, name)}")
-    if config.threads < 0:
-        parser.error(f"--threads must be >= 0; got {config.threads}")
+    for name, (low, high, allowed) in INT_BOUNDS.items():
+        try:
+            _check_int(name, getattr(config, name), low, allowed, high)
+        except ValueError as error:
+            parser.error(naming_the_flag(str(error), BaselineConfig))
     command = ["python", *sys.argv] if argv is None else ["python", "train/sb3_baseline.py", *argv]
     return train(config, command, digits)

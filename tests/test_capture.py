@@ -207,7 +207,7 @@ def test_cuda_graph_run_matches_the_eager_run(mnist_dir, tmp_path):
 
 
 @needs_cuda
-def test_a_failed_capture_falls_back_to_eager_saying_why(mnist_dir, tmp_path, monkeypatch, capsys):
+def test_cuda_capture_that_fails_falls_back_to_eager_saying_why(mnist_dir, tmp_path, monkeypatch, capsys):
     def refuse(self, images, noise):
         raise RuntimeError("operation not permitted when stream is capturing")
 

@@ -90,7 +90,9 @@ def device_step(digits, ema_decay: float = 0.9) -> DeviceStep:
     average = torch.optim.swa_utils.AveragedModel(
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema_decay))
     module = EpisodeLoss(model, env, config.rl_weight, trusted=True)
-    return DeviceStep(module, model, optimizer, average, config, Distributed(), torch.device("cpu"), None)
+    runner = DeviceStep(module, model, optimizer, average, config, Distributed(), torch.device("cpu"), None)
+    runner.host_decides = False  # the path CUDA takes, decided on the device
+    return runner
 
 
 def snapshot(runner: DeviceStep) -> dict:

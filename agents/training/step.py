@@ -189,9 +189,12 @@ class DeviceStep:
 
     A step whose loss or gradient is not finite on some rank is skipped on the device: the step runs, then the
     weights, AdamW's moments and step count and the weight average (with its count) are put back as they were with
-    ``torch.where``, bit for bit. The epoch's sums and counts stay on the device (:meth:`start_epoch` zeroes them in
-    place, where a graph reads them); the trainer reads ``limit_step`` (the epoch's step at which
-    ``--max-nonfinite-steps`` skipped steps in a row were reached, -1 before) when it chooses to."""
+    ``torch.where``, bit for bit. On the CPU (``host_decides``), where reading a tensor waits on nothing, the host
+    decides instead and a skipped step is simply not taken: the same weights, without the copies (measured: they made
+    a step up to 12 ms slower on a loaded 2-core EPYC). The epoch's sums and counts stay on the device
+    (:meth:`start_epoch` zeroes them in place, where a graph reads them); the trainer reads ``limit_step`` (the
+    epoch's step at which ``--max-nonfinite-steps`` skipped steps in a row were reached, -1 before) when it chooses
+    to."""
 
     def __init__(self, step_module: nn.Module, model: RecurrentAttentionModel, optimizer: torch.optim.Optimizer,
                  average: torch.optim.swa_utils.AveragedModel | None, config: TrainConfig, dist: Distributed,
@@ -199,6 +202,7 @@ class DeviceStep:
         self.step_module, self.model, self.optimizer, self.average = step_module, model, optimizer, average
         self.config, self.dist, self.device, self.autocast_dtype = config, dist, device, autocast_dtype
         self.params = list(model.parameters())
+        self.host_decides = device.type == "cpu"
         if average is not None:  # its count decides its first update: on the device, where the update reads it
             average.n_averaged = average.n_averaged.to(device)
         self.totals = torch.zeros(len(METRIC_TERMS), device=device)
@@ -243,6 +247,12 @@ class DeviceStep:
     def update(self, ok: torch.Tensor) -> None:
         """AdamW's step and the average's update, undone where ``ok`` is false. AdamW's state is made by its first
         step: undone, it is zeros, which is how AdamW starts it."""
+        if self.host_decides:
+            if bool(ok):
+                self.optimizer.step()
+                if self.average is not None:
+                    self.update_average()
+            return
         before = {key: tensor.clone() for key, tensor in self.guarded().items()}
         self.optimizer.step()
         if self.average is not None:

@@ -196,6 +196,33 @@ def metrics(folder) -> list[dict]:
 
 
 @needs_cuda
+def test_cuda_step_has_no_host_sync(tiny_digits):
+    """torch's sync debug mode raises on any host sync: the step CUDA runs (skip decided on the device) has none."""
+    device = torch.device("cuda")
+    env = GlimpseMNISTVectorEnv(num_envs=8, digits=tiny_digits, device=device, **TASKS["cluttered"])
+    env.reset(seed=0)
+    model = RecurrentAttentionModel(RAMConfig.from_spaces(env.single_observation_space, env.single_action_space,
+                                                          learn_first_location=True, **SMALL)).to(device)
+    config = TrainConfig(**TASKS["cluttered"], batch_size=4, mc_samples=2, ema_decay=0.9, **SMALL)
+    optimizer = step.make_optimizer(list(model.parameters()), config, device)
+    average = torch.optim.swa_utils.AveragedModel(model)
+    runner = DeviceStep(EpisodeLoss(model, env, config.rl_weight, trusted=True), model, optimizer, average, config,
+                        Distributed(), device, None)
+    assert not runner.host_decides
+    runner.start_epoch()
+    images = torch.arange(4, device=device)
+    runner(images)  # AdamW's state is made here
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(2):
+            runner(images)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert int(runner.nonfinite) == 0 and float(optimizer.state[runner.params[0]]["step"]) == 3
+
+
+@needs_cuda
 def test_cuda_graph_run_matches_the_eager_run(mnist_dir, tmp_path):
     graphed = cli.main([*CUDA_RUN, "--run-dir", str(tmp_path / "graph")])
     eager = cli.main([*CUDA_RUN, "--cuda-graph", "off", "--run-dir", str(tmp_path / "eager")])

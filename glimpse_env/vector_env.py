@@ -135,6 +135,10 @@ class GlimpseMNISTVectorEnv(VectorEnv):
       paths see exactly the same input (the paper's M samples of one episode, and M times less canvas work).
       ``options={"location": (N, 2)}`` takes the first glimpses there instead of at ``first_location`` (an agent
       that chooses its first glimpse too); values are clipped to ``[-1, 1]`` like a step's.
+    * ``options={"check": False}`` and ``step(actions, check=False)`` are for a trusted caller (a trainer's own
+      tensors, on ``device``, of the right shapes and ranges): they skip the range and finite checks, which read the
+      tensors on the host (a sync that stalls a GPU). Everyone else keeps the default, and a bad action its
+      ``ValueError``.
 
     Extra arguments: ``num_envs`` (>= 1), ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``) and
     ``digits`` (a :class:`glimpse_env.data.DigitSet` to use instead of loading the split, e.g. a test fixture).

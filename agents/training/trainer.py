@@ -182,7 +182,6 @@ class Trainer:
         wall_before = self.restore()
         episode_loss = EpisodeLoss(self.model, self.env, config.rl_weight, trusted=True)  # no host sync, no checks
         self.step_module = wrap_for_ddp(episode_loss, config, dist, device)
-        self.params = list(self.model.parameters())
         self.device_step = DeviceStep(self.step_module, self.model, self.optimizer, self.average, config, dist,
                                       device, self.autocast_dtype)
         self.run_step = GraphedStep(self.device_step, config.cuda_graph, device, dist, self.env_generator)

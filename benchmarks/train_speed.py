@@ -398,7 +398,7 @@ def capture_steps(preset: str, device: torch.device, args: argparse.Namespace) -
     def today() -> Callable[[torch.Tensor], None]:
         env, model_config = preset_env(preset, slots, device)
         model, _ = fresh_model(model_config, device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)  # the trainer's before issue 30
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         loss_of, params = EpisodeLoss(model, env, config.rl_weight), list(model.parameters())
         totals = torch.zeros(5, device=device)
 

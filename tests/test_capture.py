@@ -2,7 +2,11 @@
 graph can hold it. On the CPU: the rollout and loss trace whole (dynamo, fullgraph), a non-finite step is skipped on
 the device with the weights, AdamW's state and the average exactly as before, the schedule's tensor learning rate is
 LambdaLR's, and the env still refuses a user's bad action. On CUDA (skipped without one): a graphed run's metrics
-against an eager run's, and the fallback when a capture fails."""
+against an eager run's, the step free of host syncs (torch's sync debug mode), and the fallback when a capture fails.
+
+Backward and AdamW are not traced here: torch's optimizer step holds a graph break of its own (``_use_grad``) when
+compiled on the CPU; the CUDA tests cover them (capturable AdamW, clipping without error_if_nonfinite). The model
+samples its locations from a Gaussian written out (no torch.distributions, so no argument validation to turn off)."""
 
 from __future__ import annotations
 

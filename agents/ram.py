@@ -161,7 +161,8 @@ class RecurrentAttentionModel(nn.Module):
         """Log-probability (B) of the clipped ``location`` under the censored Gaussian around ``location_mean``."""
         std = self.config.loc_std
         z = (location - location_mean) / std
-        inside = -0.5 * z**2 - torch.log(torch.tensor(std * (2 * torch.pi) ** 0.5, device=z.device))
+        # torch.full, not torch.tensor: no copy from the host, which a CUDA graph cannot hold (same float32)
+        inside = -0.5 * z**2 - torch.log(torch.full((), std * (2 * torch.pi) ** 0.5, device=z.device))
         upper = log_ndtr((location_mean - 1.0) / std)  # P(sample >= 1)
         lower = log_ndtr((-1.0 - location_mean) / std)  # P(sample <= -1)
         log_prob = torch.where(location >= 1.0, upper, torch.where(location <= -1.0, lower, inside))

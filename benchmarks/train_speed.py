@@ -27,6 +27,15 @@ preset unless ``--presets`` names others; fp32): episodes/s of N ranks of one th
 trainer's own DDP step: its share of every batch, DDP's gradient all-reduce, clipping, Adam) against one process of
 N threads training the same global batch, and their ratio, the scaling efficiency; and, for reference, one process
 of one thread.
+
+    python benchmarks/train_speed.py --cuda-graph --device cuda   # eager vs one CUDA graph, every preset
+
+With ``--cuda-graph`` it times, instead, the trainer's own step (AdamW, clipping, the skip of a non-finite step,
+the metric sums; fp32) three ways, side by side per preset: today's (the step before issue 30: host syncs on the
+env's checks, at every glimpse's end test and for the skip), the capture-safe step run eagerly
+(:class:`agents.training.step.DeviceStep`), and, on CUDA, that step captured once in a CUDA graph and replayed
+(:class:`agents.training.cuda_graph.GraphedStep`, what the trainer runs there by default). On the CPU it shows that
+the capture-safe step costs nothing there (no preset's step slower than today's in the same run).
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ import platform
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import gymnasium as gym
@@ -49,9 +59,10 @@ import torch.nn.functional as F
 import glimpse_env  # noqa: F401
 from agents import RAMConfig, RecurrentAttentionModel, hybrid_loss, run_episodes
 from agents.training.config import TrainConfig
-from agents.training.distributed import init_distributed
+from agents.training.cuda_graph import GraphedStep
+from agents.training.distributed import Distributed, init_distributed
 from agents.training.precision import has_fast_bf16
-from agents.training.step import EpisodeLoss, backward_and_clip, wrap_for_ddp
+from agents.training.step import DeviceStep, EpisodeLoss, backward_and_clip, make_optimizer, wrap_for_ddp
 from glimpse_env import cpu_kernels
 from glimpse_env.data import TRAIN_SIZE
 from glimpse_env.retina import location_to_pixel
@@ -370,6 +381,90 @@ def headline(all_results: dict, slots: int, threads: int, precisions: list[str])
 
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+GRAPH_WARMUP = 5  # untimed steps: GraphedStep's 3 eager ones, its capture and a replay
+NOISE = 0.03  # a CPU step's best of 3 rounds moves this much from run to run on a loaded 2-core machine
+
+
+def capture_steps(preset: str, device: torch.device, args: argparse.Namespace) -> dict:
+    """Seconds per trainer step of ``preset`` on ``device``: today's, the capture-safe step eagerly, and (CUDA) the
+    capture-safe step in a CUDA graph; each the best of ``args.rounds``, timed in turns."""
+    slots, mc = args.batch_size * args.mc_samples, args.mc_samples
+    config = TrainConfig(**PRESETS[preset], batch_size=args.batch_size, mc_samples=mc,
+                         shared_canvas=args.shared_canvas)
+    dist = Distributed()
+    images = torch.randint(0, TRAIN_SIZE, (GRAPH_WARMUP + args.steps, args.batch_size),
+                           generator=torch.Generator().manual_seed(0)).to(device)  # on the device, as the trainer's
+
+    def today() -> Callable[[torch.Tensor], None]:
+        env, model_config = preset_env(preset, slots, device)
+        model, _ = fresh_model(model_config, device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        loss_of, params = EpisodeLoss(model, env, config.rl_weight), list(model.parameters())
+        totals = torch.zeros(5, device=device)
+
+        def one_step(batch: torch.Tensor) -> None:
+            nonlocal totals
+            options = {"indices": batch.repeat_interleave(mc), "slots_per_canvas": mc if args.shared_canvas else 1}
+            loss, episodes = loss_of(options)
+            optimizer.zero_grad(set_to_none=True)
+            norm = backward_and_clip(loss, params, config, dist)
+            if dist.all_true(torch.isfinite(loss.total) & torch.isfinite(norm)):
+                optimizer.step()
+                parts = (loss.total, loss.cross_entropy, loss.baseline, loss.reinforce, episodes.reward.mean())
+                totals += torch.stack([part.detach().float() for part in parts])
+
+        return one_step
+
+    def capture_safe(graph: bool) -> Callable[[torch.Tensor], None]:
+        env, model_config = preset_env(preset, slots, device)
+        model, _ = fresh_model(model_config, device)
+        optimizer = make_optimizer(list(model.parameters()), config, device)
+        step = DeviceStep(EpisodeLoss(model, env, config.rl_weight, trusted=True), model, optimizer, None, config,
+                          dist, device, None)
+        step.start_epoch()
+        return GraphedStep(step, "on" if graph else "off", device, dist, env.unwrapped._generator)
+
+    kinds = {"today": today, "capture-safe": lambda: capture_safe(False)}
+    if device.type == "cuda":
+        kinds["graph"] = lambda: capture_safe(True)
+    steps = {name: make() for name, make in kinds.items()}
+    best: dict = {}
+    for _ in range(args.rounds):
+        for name, one_step in steps.items():
+            for batch in images[:GRAPH_WARMUP]:
+                one_step(batch)
+            synchronize(device)
+            start = time.perf_counter()
+            for batch in images[GRAPH_WARMUP:]:
+                one_step(batch)
+            synchronize(device)
+            best[name] = min(best.get(name, float("inf")), (time.perf_counter() - start) / args.steps)
+    if "graph" in steps and steps["graph"].status != "on":
+        print(f"[{device}] {preset}: the graph did not run: {steps['graph'].status}")
+    return best
+
+
+def compare_capture(args: argparse.Namespace, chosen: list[str], devices: list[str]) -> None:
+    """``--cuda-graph``: today's step, the capture-safe one eagerly, and (CUDA) in a graph, side by side."""
+    slots = args.batch_size * args.mc_samples
+    torch.set_num_threads(args.threads[0])
+    for device_name in devices:
+        device = resolve_device(device_name)
+        slower = []
+        for preset in chosen:
+            best = capture_steps(preset, device, args)
+            line = " | ".join(f"{name} {1000 * seconds:.1f} ms ({slots / seconds:,.0f} episodes/s)"
+                              for name, seconds in best.items())
+            versus = f"capture-safe/today {best['today'] / best['capture-safe']:.2f}x"
+            if "graph" in best:
+                versus += f", graph/eager {best['capture-safe'] / best['graph']:.2f}x"
+            print(f"[{device}] {preset}, fp32, {args.batch_size} images x M={args.mc_samples}, "
+                  f"{args.threads[0] if device.type == 'cpu' else 'GPU'} thread(s): {line} | {versus}", flush=True)
+            if best["capture-safe"] > (1 + NOISE) * best["today"]:
+                slower.append(preset)
+        if device.type == "cpu":
+            verdict = f"slower than today's: {'; '.join(slower)}" if slower else "no preset's step slower than today's"
+            print(f"CPU: {verdict} in the same run (by more than {100 * NOISE:.0f}%, the noise of round to round)")
 
 
 def main() -> None:
@@ -390,6 +485,9 @@ def main() -> None:
                         help="auto: fp32, and bf16 too where it is fast (CUDA, CPUs with AMX or AVX-512 BF16)")
     parser.add_argument("--presets", default=None,
                         help="comma-separated substrings of preset names (default all; with --world-size, 28x28)")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="time instead the trainer's step three ways: today's, capture-safe eagerly and (CUDA) "
+                             "in one CUDA graph")
     parser.add_argument("--world-size", type=int, default=0,
                         help="measure instead how training scales: this many ranks x 1 thread (DDP) against 1 "
                              "process x this many threads (CPU)")
@@ -406,6 +504,9 @@ def main() -> None:
     slots = args.batch_size * args.mc_samples
     chosen = [name for name in PRESETS if not args.presets or any(
         part.strip() in name for part in args.presets.split(","))]
+    if args.cuda_graph:
+        compare_capture(args, chosen, devices)
+        return
     for device_name in devices:
         device = resolve_device(device_name)
         precisions = {"fp32": ["fp32"], "bf16": ["bf16"], "both": ["fp32", "bf16"],

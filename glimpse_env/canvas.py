@@ -56,10 +56,19 @@ class Layout:
         )
 
 
+def traceable(generator: torch.Generator | None) -> torch.Generator | None:
+    """``generator``, or None (the default stream) inside ``torch.compile``, which cannot trace an explicit one.
+
+    A CUDA graph needs neither: it replays draws from a generator registered with it
+    (``CUDAGraph.register_generator_state``), so eager and captured steps use the same stream."""
+    return None if torch.compiler.is_compiling() else generator
+
+
 def random_layout(
     batch: int, size: int, clutter: int, num_digits: int, generator: torch.Generator, device: torch.device
 ) -> Layout:
     """``batch`` layouts drawn uniformly with ``generator`` (which must live on ``device``)."""
+    generator = traceable(generator)
 
     def uniform(high_inclusive: int, *shape: int) -> torch.Tensor:
         return torch.randint(0, high_inclusive + 1, shape, generator=generator, device=device)

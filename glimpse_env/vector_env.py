@@ -16,12 +16,12 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from glimpse_env.canvas import Layout, canvas_integrals, compose, evaluation_layouts, random_layout
+from glimpse_env.canvas import Layout, canvas_integrals, compose, evaluation_layouts, random_layout, traceable
 from glimpse_env.config import MAX_SEED, NUM_CLASSES, GlimpseConfig, _check_int, resolve_device
 from glimpse_env.data import DigitSet, check_data_dir, load_digits
 from glimpse_env.retina import glimpse_from_integral
 
-RESET_OPTIONS = {"indices", "location", "slots_per_canvas"}
+RESET_OPTIONS = {"indices", "location", "slots_per_canvas", "check"}
 
 
 def observation_space(config: GlimpseConfig) -> spaces.Dict:
@@ -95,6 +95,11 @@ def check_numbers(
     return tensor
 
 
+def trusted(value: torch.Tensor | None, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
+    """A trusted caller's tensor as the env reads it (detached, on ``device``), unchecked."""
+    return None if value is None else value.detach().to(device, dtype)
+
+
 def check_action(
     action: Any, name: str, shapes: dict[str, tuple[int, ...]], device: torch.device | str
 ) -> dict[str, torch.Tensor]:
@@ -129,6 +134,10 @@ class GlimpseMNISTVectorEnv(VectorEnv):
       paths see exactly the same input (the paper's M samples of one episode, and M times less canvas work).
       ``options={"location": (N, 2)}`` takes the first glimpses there instead of at ``first_location`` (an agent
       that chooses its first glimpse too); values are clipped to ``[-1, 1]`` like a step's.
+    * ``options={"check": False}`` and ``step(actions, check=False)`` are for a trusted caller (a trainer's own
+      tensors, on ``device``, of the right shapes and ranges): they skip the range and finite checks, which read the
+      tensors on the host (a sync that stalls a GPU). Everyone else keeps the default, and a bad action its
+      ``ValueError``.
 
     The task's keyword arguments are the fields of :class:`glimpse_env.config.GlimpseConfig` (defaults and checks
     there). Extra arguments: ``num_envs`` (>= 1), ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``) and
@@ -188,10 +197,15 @@ class GlimpseMNISTVectorEnv(VectorEnv):
         # Everything is checked before the seed is used: a refused reset leaves the env as it was.
         options = check_reset_options(options, RESET_OPTIONS)
         group = self._check_slots_per_canvas(options.get("slots_per_canvas", 1))
-        indices = self._check_indices(options["indices"], group) if "indices" in options else None
-        chosen = None
-        if "location" in options:
-            chosen = check_numbers(options["location"], "options['location']", (self.num_envs, 2), self.device)
+        check = self._check_flag(options.get("check", True), "options['check']")
+        indices, chosen = options.get("indices"), options.get("location")
+        if check:
+            indices = self._check_indices(indices, group) if indices is not None else None
+            if chosen is not None:
+                chosen = check_numbers(chosen, "options['location']", (self.num_envs, 2), self.device)
+        else:  # a trusted caller's tensors (a trainer's own): the range and finite checks read them on the host
+            indices = trusted(indices, self.device, torch.int64)
+            chosen = trusted(chosen, self.device, torch.float32)
         if seed is not None:
             seed = _check_int("seed", seed, 0, f"in [0, {MAX_SEED}] or None", MAX_SEED)
             self._np_random, self._np_random_seed = seeding.np_random(seed)
@@ -221,7 +235,7 @@ class GlimpseMNISTVectorEnv(VectorEnv):
         if chosen is not None:
             location = chosen.clamp(-1.0, 1.0)
         elif config.first_location == "random":
-            location = torch.rand(self.num_envs, 2, generator=self._generator, device=device) * 2.0 - 1.0
+            location = torch.rand(self.num_envs, 2, generator=traceable(self._generator), device=device) * 2.0 - 1.0
         else:
             location = torch.zeros(self.num_envs, 2, device=device)
         self.locations = torch.zeros(self.num_envs, config.n_glimpses, 2, device=device)
@@ -229,7 +243,14 @@ class GlimpseMNISTVectorEnv(VectorEnv):
         return self._observe(location), {}
 
     def _random_indices(self, count: int) -> torch.Tensor:
-        return torch.randint(0, len(self.digits), (count,), generator=self._generator, device=self.device)
+        generator = traceable(self._generator)
+        return torch.randint(0, len(self.digits), (count,), generator=generator, device=self.device)
+
+    @staticmethod
+    def _check_flag(value: Any, name: str) -> bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be True or False, got {reprlib.repr(value)}")
+        return value
 
     def _check_slots_per_canvas(self, group: Any) -> int:
         name, allowed = "options['slots_per_canvas']", f">= 1 that divides num_envs ({self.num_envs})"
@@ -254,11 +275,17 @@ class GlimpseMNISTVectorEnv(VectorEnv):
 
     # ------------------------------------------------------------------ step
     def step(
-        self, actions: dict[str, Any]
+        self, actions: dict[str, Any], check: bool = True
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """One glimpse for every slot. ``check=False`` (a trusted caller, e.g. a trainer's own actions, tensors of
+        the right shapes on ``device``) skips the finite check, which waits on the device (a host sync)."""
         if self._elapsed is None:
             raise RuntimeError("step() was called before reset(); call reset() first")
-        location, prediction = self._check_actions(actions)
+        if self._check_flag(check, "check"):
+            location, prediction = self._check_actions(actions)
+        else:
+            location = trusted(actions["location"], self.device, torch.float32)
+            prediction = trusted(actions["prediction"], self.device, torch.float32)
         if self._terminated:  # next-step autoreset: this step's action is ignored
             observation, info = self.reset()
             zeros = torch.zeros(self.num_envs, device=self.device)

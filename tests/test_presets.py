@@ -28,7 +28,8 @@ from agents.training.presets import PRESETS, RECIPES, SHIPPED_RECORDS, record_ke
 from glimpse_env.files import file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
-NOT_DECIDING = {"preset", "run_dir", "data_dir", "device", "figure", "eval_slots", "max_nonfinite_steps", "init_from"}
+NOT_DECIDING = {"preset", "run_dir", "data_dir", "device", "figure", "eval_slots", "max_nonfinite_steps", "init_from",
+               "cuda_graph"}
 # What a record says auto chose (results.json "precision", in either form it has been written in) as the flag.
 CHOSEN = precision.RECORDED_PRECISIONS
 # Shipped records that disagree with the row as it stands: (field, row's value, record's value). Each is a known

@@ -126,6 +126,9 @@ class TrainConfig(TaskConfig):
     run_dir: str = option("", "run folder (default: runs/<preset>-<time>)")
     data_dir: str = option("", "MNIST folder (default: $GLIMPSE_MNIST_DIR, else a download)")
     figure: bool = option(True, "draw the learned glimpse paths (PNG and GIF) into the run folder at the end")
+    cuda_graph: str = option("on", "on CUDA, capture the whole training step once in a CUDA graph and replay it "
+                                   "(on; eager if the capture fails, saying why) or run it eagerly (off); the CPU "
+                                   "always runs eagerly")
 
     def model_kwargs(self) -> dict:
         """The model's flags: RAMConfig's fields that are flags here (its retina comes from the env's)."""
@@ -146,13 +149,17 @@ MODEL_FLAGS = tuple(f.name for f in dataclasses.fields(RAMConfig)
 ENV_CHOICES = {name: list(GlimpseConfig.__dataclass_fields__[name].metadata["choices"]) for name in ENV_ARGUMENTS
                if GlimpseConfig.__dataclass_fields__[name].metadata["choices"]}
 CHOICES = {"preset": list(PRESETS), "core": list(CORES), "lr_schedule": list(LR_SCHEDULES),
-           "precision": list(PRECISIONS), **ENV_CHOICES}
+           "precision": list(PRECISIONS), "cuda_graph": ["on", "off"], **ENV_CHOICES}
+# How a run executes, never what it computes on the CPU: config.json names one only when it differs from this
+# default, so a run folder reads as it did before the field existed.
+RECORDED_IF_CHANGED = {"cuda_graph": "on"}
 # Fields a run folder written before they existed lacks, with the behaviour it was trained with.
 ADDED_LATER = {"learn_first_location": False, "reinforce_core": False, "shared_canvas": False, "init_from": "",
                "val_subset": 0, "max_nonfinite_steps": 20, "clip_separately": False, "loc_std_final": 0.0,
                "ema_decay": 0.0}
 # What may change when a run is resumed; everything else must match the run's config.json.
-RESUMABLE_CHANGES = {"epochs", "device", "run_dir", "data_dir", "figure", "eval_slots", "max_nonfinite_steps"}
+RESUMABLE_CHANGES = {"epochs", "device", "run_dir", "data_dir", "figure", "eval_slots", "max_nonfinite_steps",
+                     "cuda_graph"}
 # The trainer's integer flags: (smallest, largest or None, how the range is said). The env's and the model's are
 # checked by GlimpseConfig and RAMConfig, their homes.
 INT_BOUNDS = {

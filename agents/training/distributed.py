@@ -82,6 +82,14 @@ class Distributed:
         torch_dist.all_reduce(value, op=torch_dist.ReduceOp.MIN)
         return bool(value)
 
+    def all_true_on_device(self, flag: torch.Tensor) -> torch.Tensor:
+        """:meth:`all_true` left on the device (a bool tensor), never read by the host: a CUDA graph can hold it."""
+        if not self.active:
+            return flag
+        value = flag.to(torch.int32).reshape(1)
+        torch_dist.all_reduce(value, op=torch_dist.ReduceOp.MIN)
+        return value.reshape(()).bool()
+
     def gather(self, value: T) -> list[T]:
         """Every rank's ``value``, in rank order, on every rank."""
         if not self.active:

@@ -36,17 +36,22 @@ from agents.checkpoint import read_checkpoint
 from agents.pretrained import resolve_checkpoint
 from agents.training import evaluation
 from agents.training.config import ConfigError, TrainConfig, check_config
+from agents.training.cuda_graph import GraphedStep
 from agents.training.distributed import Distributed, rank_seed
 from agents.training.evaluation import format_result
-from agents.training.precision import AUTOCAST_DTYPES, autocast, precision_in_use, precision_note
+from agents.training.precision import AUTOCAST_DTYPES, precision_in_use, precision_note
 from agents.training.presets import PRESETS
 from agents.training.run_folder import Run, read_last_checkpoint, restore_rng_states, rng_states
 from agents.training.step import (
+    METRIC_TERMS,
+    DeviceStep,
     EpisodeLoss,
-    backward_and_clip,
     epoch_order,
     learning_rate_scheduler,
+    load_optimizer_state,
     location_std,
+    make_optimizer,
+    optimizer_state,
     wrap_for_ddp,
 )
 from glimpse_env.cli import flag_message
@@ -56,7 +61,9 @@ from glimpse_env.vector_env import resolve_device
 
 # A run's figures, drawn by rank 0 at the end into its folder: figures(run_dir, data_dir).
 Figures = Callable[[Path, "str | None"], object]
-METRIC_TERMS = ("loss", "cross_entropy", "baseline", "reinforce", "reward")
+# On CUDA the device's count of skipped steps is read this often (and at each epoch's end): a read is a host sync.
+# On the CPU it is read after every step, where a read costs nothing.
+NONFINITE_CHECK_EVERY = 50
 
 
 class Trainer:
@@ -157,7 +164,7 @@ class Trainer:
             self.num_train = min(self.num_train, config.train_subset)
         self.model = RecurrentAttentionModel(RAMConfig.from_spaces(
             self.env.single_observation_space, self.env.single_action_space, **config.model_kwargs())).to(device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = make_optimizer(list(self.model.parameters()), config, device)
         self.steps_per_epoch = math.ceil(self.num_train / config.batch_size)
         self.scheduler = learning_rate_scheduler(self.optimizer, config, self.steps_per_epoch)
         self.order_generator = torch.Generator().manual_seed(config.seed)  # the global order: the same on every rank
@@ -174,11 +181,13 @@ class Trainer:
         self.average = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay)) \
             if config.ema_decay else None
         wall_before = self.restore()
-        self.step_module = wrap_for_ddp(EpisodeLoss(self.model, self.env, config.rl_weight), config, dist, device)
-        self.params = list(self.model.parameters())
+        episode_loss = EpisodeLoss(self.model, self.env, config.rl_weight, trusted=True)  # no host sync, no checks
+        self.step_module = wrap_for_ddp(episode_loss, config, dist, device)
+        self.device_step = DeviceStep(self.step_module, self.model, self.optimizer, self.average, config, dist,
+                                      device, self.autocast_dtype)
+        self.run_step = GraphedStep(self.device_step, config.cuda_graph, device, dist, self.env_generator)
         self.started = time.perf_counter() - wall_before
         self.last_val_error = "-" if self.start_epoch == 1 else f"{100 * self.best_val:.2f}% (best)"
-        self.bad_in_a_row = 0
 
     def restore(self) -> float:
         """A resumed run's state from its last.pt, its folder made to agree with it; the wall time it had run."""
@@ -188,7 +197,7 @@ class Trainer:
             payload = dist.from_rank0(lambda: read_last_checkpoint(self.run_dir, config, self.device, dist))
             state = payload["extra"]["state"]
             self.model.load_state_dict(payload["model"])
-            self.optimizer.load_state_dict(payload["extra"]["optimizer"])
+            load_optimizer_state(self.optimizer, payload["extra"]["optimizer"])
             self.scheduler.load_state_dict(payload["extra"]["scheduler"])
             if self.average is not None:
                 self.average.load_state_dict(payload["extra"]["average"])
@@ -217,14 +226,15 @@ class Trainer:
         # The noise of this epoch's location samples; a checkpoint records the one its model was trained with last.
         self.model.config = dataclasses.replace(self.model.config, loc_std=location_std(config, epoch))
         self.epoch_start = time.perf_counter()
+        # Drawn on the CPU as always, then on the device at once: no copy from the host at each step.
         order = epoch_order(self.num_train, self.steps_per_epoch * config.batch_size, self.order_generator)
-        self.totals = torch.zeros(len(METRIC_TERMS), device=self.device)  # summed on the device
-        self.nonfinite = 0
+        order = order.to(self.device)
+        self.device_step.start_epoch()  # the epoch's sums and counts, on the device
         bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}", leave=False, mininterval=1.0,
                    disable=None if dist.main else True)
         for step in bar:
             images = order[step * config.batch_size:(step + 1) * config.batch_size]
-            images = images[dist.rank * self.batch:(dist.rank + 1) * self.batch].to(self.device)  # this rank's share
+            images = images[dist.rank * self.batch:(dist.rank + 1) * self.batch]  # this rank's share
             loss, episodes = self.train_step(epoch, step, images)
             if step % 50 == 0 and dist.main:
                 bar.set_postfix(loss=f"{loss.total.item():.3f}", reward=f"{episodes.reward.mean().item():.3f}",
@@ -233,32 +243,24 @@ class Trainer:
 
     def train_step(self, epoch: int, step: int, images: torch.Tensor) -> tuple:
         """One optimizer step on ``images`` (this rank's share of the batch), or none when the loss or the gradient
-        is not finite on some rank (every rank then skips it)."""
-        config = self.config
-        indices = images.repeat_interleave(config.mc_samples)
-        options = {"indices": indices, "slots_per_canvas": config.mc_samples if config.shared_canvas else 1}
-        with autocast(self.device, self.autocast_dtype):
-            loss, episodes = self.step_module(options)
-        self.optimizer.zero_grad(set_to_none=True)
-        grad_norm = backward_and_clip(loss, self.params, config, self.dist)
-        if self.dist.all_true(torch.isfinite(loss.total) & torch.isfinite(grad_norm)):
-            self.optimizer.step()
-            if self.average is not None:
-                self.average.update_parameters(self.model)
-            parts = (loss.total, loss.cross_entropy, loss.baseline, loss.reinforce, episodes.reward.mean())
-            self.totals += torch.stack([part.detach().float() for part in parts])
-            self.bad_in_a_row = 0
-        else:  # a NaN or inf must never reach the weights (nor Adam's moments): skip the step
-            self.nonfinite += 1
-            self.bad_in_a_row += 1
-            if self.bad_in_a_row >= config.max_nonfinite_steps:
-                kept = f"{self.run_dir / 'last.pt'} (epoch {epoch - 1}) is intact" if epoch > 1 else \
-                    "nothing was saved"
-                raise SystemExit(f"epoch {epoch}, step {step + 1}/{self.steps_per_epoch}: {self.bad_in_a_row} steps "
-                                 f"in a row had a NaN or inf loss or gradient; stopping ({kept}). Try a lower --lr or "
-                                 f"--grad-clip")
+        is not finite on some rank (every rank then skips it): :class:`DeviceStep`, replayed from a CUDA graph
+        where one was captured."""
+        loss, episodes = self.run_step(images)
         self.scheduler.step()  # the schedule follows the step count, taken or skipped
+        if self.device.type == "cpu" or (step + 1) % NONFINITE_CHECK_EVERY == 0 or step + 1 == self.steps_per_epoch:
+            self.stop_if_nonfinite(epoch)
         return loss, episodes
+
+    def stop_if_nonfinite(self, epoch: int) -> None:
+        """Stop once --max-nonfinite-steps steps in a row were skipped. On CUDA this is read every
+        NONFINITE_CHECK_EVERY steps: the steps between are taken or skipped as ever, so nothing non-finite reaches
+        the weights, and the message names the step that reached the limit."""
+        reached = int(self.device_step.limit_step)
+        if reached >= 0:
+            kept = f"{self.run_dir / 'last.pt'} (epoch {epoch - 1}) is intact" if epoch > 1 else "nothing was saved"
+            raise SystemExit(f"epoch {epoch}, step {reached + 1}/{self.steps_per_epoch}: "
+                             f"{self.config.max_nonfinite_steps} steps in a row had a NaN or inf loss or gradient; "
+                             f"stopping ({kept}). Try a lower --lr or --grad-clip")
 
     def validate(self, model: RecurrentAttentionModel) -> dict:
         return evaluation.validate(model, self.val_env, self.val_images, self.num_val, self.config, self.seed,
@@ -274,8 +276,10 @@ class Trainer:
             kept.config = self.model.config  # this epoch's loc_std, recorded with the weights
             live = self.validate(self.model)
         val = self.validate(kept)
+        self.nonfinite = int(self.device_step.nonfinite)
         taken = self.steps_per_epoch - self.nonfinite
-        means = (dist.sum(self.totals) / dist.world_size / taken).tolist()  # NaN if none was taken: null
+        totals = dist.sum(self.device_step.totals.clone())  # a copy: a captured graph adds into the original
+        means = (totals / dist.world_size / taken).tolist()  # NaN if none was taken: null
         metrics = {"epoch": epoch, **dict(zip(METRIC_TERMS, means, strict=True)),
                    "nonfinite_steps": self.nonfinite, "val_error": val["error"],
                    "lr": self.scheduler.get_last_lr()[0],
@@ -309,8 +313,8 @@ class Trainer:
         extra = {"train_config": asdict(config), "metrics": metrics}
         averaged = {"average": self.average.state_dict()} if self.average is not None else {}
         self.folder.save("last.pt", self.model, config.env_kwargs(),
-                         {**extra, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                          "state": state, **averaged})
+                         {**extra, "optimizer": optimizer_state(self.optimizer),
+                          "scheduler": self.scheduler.state_dict(), "state": state, **averaged})
         if improved:
             self.folder.save("best.pt", kept, config.env_kwargs(), extra)
         self.folder.log(metrics)
@@ -342,6 +346,7 @@ class Trainer:
                    "epochs": config.epochs, "wall_seconds": round(time.perf_counter() - self.started, 1),
                    "device": str(self.device), "precision": self.precision,
                    "threads": torch.get_num_threads(), "world_size": dist.world_size,
+                   "cuda_graph": self.run_step.status,
                    "command": " ".join(self.command)}
         return dist.from_rank0(lambda: self.write_results(results))
 

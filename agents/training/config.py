@@ -24,6 +24,7 @@ from glimpse_env.config import FIRST_LOCATIONS, NUM_CLASSES, GlimpseConfig, env_
 
 PRECISIONS = ("auto", "bf16", "fp32")
 LR_SCHEDULES = ("cosine", "constant")
+MNIST_TEST_IMAGES = 10_000  # the test split; --test-subset N tests on its first N
 
 
 class ConfigError(ValueError):
@@ -100,6 +101,8 @@ class TrainConfig(TaskConfig):
     test_mc: int = option(10, "K for the final Monte-Carlo test error")
     eval_slots: int = option(5000, "episodes played at once during evaluation (by each process)")
     val_subset: int = option(0, "validate on only the first N validation images (0: all 5,000); for quick checks")
+    test_subset: int = option(0, "test on only the first N test images (0: all 10,000); for quick checks: the "
+                                 "figure is then not the test split's, and results.json says so (test_images)")
     # the run
     seed: int = option(0, "seed of everything random in the run")
     device: str = option("auto", "auto (CUDA when present), cpu or cuda")
@@ -121,7 +124,7 @@ CHOICES = {"preset": list(PRESETS), "core": list(CORES), "lr_schedule": list(LR_
 # Fields a run folder written before they existed lacks, with the behaviour it was trained with.
 ADDED_LATER = {"learn_first_location": False, "reinforce_core": False, "shared_canvas": False, "init_from": "",
                "val_subset": 0, "max_nonfinite_steps": 20, "clip_separately": False, "loc_std_final": 0.0,
-               "ema_decay": 0.0}
+               "ema_decay": 0.0, "test_subset": 0}
 # What may change when a run is resumed; everything else must match the run's config.json.
 RESUMABLE_CHANGES = {"epochs", "device", "run_dir", "data_dir", "figure", "eval_slots", "max_nonfinite_steps"}
 # Integer flags that must be at least this.
@@ -225,6 +228,11 @@ def check_config(config: TrainConfig, world_size: int = 1) -> None:
     if config.val_subset and config.val_subset < world_size:
         raise ConfigError(f"--val-subset {config.val_subset}: fewer validation images than the {world_size} "
                           f"processes")
+    if not 0 <= config.test_subset <= MNIST_TEST_IMAGES:
+        raise ConfigError(f"--test-subset {config.test_subset}: must be in 1..{MNIST_TEST_IMAGES} (the test split's "
+                          f"images), or 0 for all of them")
+    if config.test_subset and config.test_subset < world_size:
+        raise ConfigError(f"--test-subset {config.test_subset}: fewer test images than the {world_size} processes")
     try:
         resolve_device(config.device)
     except ValueError as error:

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from conftest import TINY_FLAGS, TINY_TEST_IMAGES
 
 from agents import RAMConfig, RecurrentAttentionModel, evaluate, load_agent
 from agents.training import cli, evaluation, step
@@ -40,10 +41,8 @@ from glimpse_env.vector_env import GlimpseMNISTVectorEnv
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "mnist_test_300.npz"
-# 32 steps an epoch of 32 images (16 a rank), validation on 200 images, no Monte-Carlo test.
-TINY = ["--train-subset", "1024", "--batch-size", "32", "--mc-samples", "2", "--n-glimpses", "3", "--eval-slots",
-        "2500", "--val-subset", "200", "--test-mc", "0", "--no-figure", "--precision", "fp32", "--device", "cpu",
-        "--threads", "1"]
+# 32 steps an epoch of 32 images (16 a rank), validation on 200 images, the test on 500, no Monte-Carlo.
+TINY = [*TINY_FLAGS, "--train-subset", "1024", "--threads", "1"]
 TIMINGS = {"epoch_seconds", "train_episodes_per_second", "wall_seconds"}
 WORLD = 2
 
@@ -123,7 +122,7 @@ def test_two_ranks_have_the_same_weights_after_every_step(straight):
     assert len(set(rank0)) == len(rank0)  # and they did change at every step
     assert [row["epoch"] for row in metrics(out / "run")] == [1, 2]
     results = json.loads((out / "run" / "results.json").read_text())
-    assert results["world_size"] == 2 and results["test"]["num_images"] == 10_000
+    assert results["world_size"] == 2 and results["test"]["num_images"] == results["test_images"] == TINY_TEST_IMAGES
     # Rank 0 reports; the other rank prints nothing.
     assert "epoch   2" in (out / "stdout0.txt").read_text() and (out / "stdout1.txt").read_text() == ""
     assert (out / "run" / "command.txt").read_text().startswith("torchrun --nnodes=1 --nproc_per_node=2 ")

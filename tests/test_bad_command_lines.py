@@ -172,9 +172,12 @@ def test_evaluate_refuses_a_bad_checkpoint_before_evaluating_any(finished_run, d
 
 @pytest.mark.parametrize("script, argv, message", [
     ("train/ram_agent.py", [*TINY_FLAGS, "--lr", "nan"], "--lr: must be a finite number"),
-    ("train/ram_agent.py", [*TINY_FLAGS, "--grad-clip", "-1"], "--grad-clip must be >= 0"),
-    ("train/ram_agent.py", [*TINY_FLAGS, "--size", "20"], "--size must be an integer >= 28"),
-    ("train/evaluate.py", ["no/such/best.pt"], "checkpoint no/such/best.pt"),
+    # Each starts a Python that imports torch: one in the fast suite, the others in the slow one.
+    pytest.param("train/ram_agent.py", [*TINY_FLAGS, "--grad-clip", "-1"], "--grad-clip must be >= 0",
+                 marks=pytest.mark.slow),
+    pytest.param("train/ram_agent.py", [*TINY_FLAGS, "--size", "20"], "--size must be an integer >= 28",
+                 marks=pytest.mark.slow),
+    pytest.param("train/evaluate.py", ["no/such/best.pt"], "checkpoint no/such/best.pt", marks=pytest.mark.slow),
 ], ids=["lr-nan", "grad-clip", "size", "evaluate-missing"])
 def test_the_scripts_print_one_error_line_and_exit_2(mnist_dir, tmp_path, script, argv, message):
     folder = tmp_path / "run"

@@ -115,6 +115,7 @@ def straight(mnist_dir, tmp_path_factory) -> tuple[Path, list[list[str]]]:
     return out, hashes
 
 
+@pytest.mark.slow
 def test_two_ranks_have_the_same_weights_after_every_step(straight):
     out, (rank0, rank1) = straight
     assert len(rank0) == 1 + 2 * 32  # the weights at the start, then after each of the 2 x 32 steps
@@ -153,6 +154,7 @@ def best_noise_worker(rank: int, port: int, argv: list[str], out: Path) -> None:
     (out / f"tested{rank}.json").write_text(json.dumps(tested))
 
 
+@pytest.mark.slow
 def test_the_final_test_plays_best_pts_location_noise(mnist_dir, tmp_path):
     """Issue 18, fault 2: the test split over ranks kept the last epoch's loc_std instead of best.pt's."""
     spawn(best_noise_worker, [*TINY, "--train-subset", "64", "--epochs", "2", "--loc-std", "0.3", "--loc-std-final",
@@ -237,6 +239,7 @@ def units(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_the_ddp_gradient_of_a_split_batch_is_the_whole_batchs(units):
     ranks = [torch.load(units / f"grads{rank}.pt") for rank in range(WORLD)]
     digits = fixture_digits()
@@ -265,6 +268,7 @@ def evaluation_env(digits: DigitSet, num_envs: int) -> GlimpseMNISTVectorEnv:
     return env
 
 
+@pytest.mark.slow
 def test_evaluation_split_over_two_ranks_counts_what_one_process_counts(units):
     """Exact only for an agent that picks its first glimpse (nothing in a deterministic episode is then random):
     with the env's random first glimpse the ranks draw it from streams of their own."""
@@ -298,6 +302,7 @@ def children(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 def test_a_rank_killed_mid_epoch_stops_the_job_and_the_run_resumes_to_the_same_weights(straight, tmp_path):
     reference = straight[0] / "run"
     folder = tmp_path / "run"
@@ -327,6 +332,7 @@ def test_a_rank_killed_mid_epoch_stops_the_job_and_the_run_resumes_to_the_same_w
     assert tests[0]["error"] == tests[1]["error"]
 
 
+@pytest.mark.slow
 def test_a_resume_with_another_number_of_processes_is_refused(straight, tmp_path, refused):
     folder = tmp_path / "two"
     shutil.copytree(straight[0] / "run", folder)

@@ -152,6 +152,7 @@ def test_learning_curves_are_drawn_and_a_failed_drawing_keeps_the_results(mnist_
     assert json.loads((tmp_path / "no-hook" / "results.json").read_text()) == results
 
 
+@pytest.mark.slow
 def test_the_script_trains_resumes_and_draws_its_figures(mnist_dir, tmp_path):
     """python train/ram_agent.py as a user runs it: a 1-epoch run with its figures, then a --resume of it."""
     folder = tmp_path / "run"

@@ -134,6 +134,7 @@ def test_torchrun_cpu_ranks_share_the_cores(fake_rank, monkeypatch, omp, launche
     assert fake_rank == expected
 
 
+@pytest.mark.slow
 def test_the_launchers_environment_is_read_as_it_started(tmp_path):
     """What tells torchrun's OMP_NUM_THREADS from a user's: the environment the parent process was started with."""
     probe = "from agents.training.distributed import launcher_environment as e; print('MARK' in (e() or {}))"

@@ -133,6 +133,9 @@ def test_two_ranks_stay_identical_with_separate_clipping(mnist_dir, tmp_path):
     rank0, rank1 = train_two_ranks(tmp_path, "--epochs", "1", "--train-subset", "256", "--clip-separately",
                                    "--grad-clip", "0.5", "--reinforce-core")
     assert rank0 == rank1 and len(set(rank0)) == len(rank0) == 1 + 8
+    # The fast suite's 2-rank job: the test split over the ranks counts all its images once (the ranks' sums).
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["world_size"] == 2 and results["test"]["num_images"] == results["test_images"] == TINY_TEST_IMAGES
 
 
 def best_noise_worker(rank: int, port: int, argv: list[str], out: Path) -> None:

@@ -19,6 +19,15 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders headless in 
 torch.set_num_threads(int(os.environ.get("GLIMPSE_TEST_THREADS", "1")))
 
 FIXTURE = Path(__file__).parent / "fixtures" / "mnist_test_300.npz"
+
+# The tests' tiny training run (full MNIST, ``mnist_dir``): 256 training images in batches of 32 (8 steps an
+# epoch), 3 glimpses, validation on the first 200 validation images and the final test on the first 500 test images
+# (deterministic only), fp32 on the CPU, no figure. A test that needs more adds the flag again after these (the last
+# one counts), e.g. ``[*TINY_FLAGS, "--train-subset", "1024"]``. Import it with ``from conftest import TINY_FLAGS``.
+TINY_TEST_IMAGES = 500
+TINY_FLAGS = ["--train-subset", "256", "--batch-size", "32", "--mc-samples", "2", "--n-glimpses", "3",
+              "--eval-slots", "2500", "--val-subset", "200", "--test-subset", str(TINY_TEST_IMAGES), "--test-mc", "0",
+              "--no-figure", "--precision", "fp32", "--device", "cpu"]
 MISSING_MNIST = f"full MNIST not available: set {ENV_VAR} to a folder with the four original .gz files"
 
 

@@ -12,15 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_FLAGS
 
 from agents.training import cli
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--train-subset", "64", "--batch-size", "32", "--mc-samples", "2", "--n-glimpses", "3", "--eval-slots",
-        "2500", "--val-subset", "100", "--test-mc", "0", "--no-figure", "--precision", "fp32", "--device", "cpu"]
 NO_CUDA = not torch.cuda.is_available()
 
-# (flags, what the message must say); each with TINY and a --run-dir that must not appear.
+# (flags, what the message must say); each with TINY_FLAGS and a --run-dir that must not appear.
 BAD_TRAINER_FLAGS = [
     (["--lr", "nan"], "argument --lr: must be a finite number"),
     (["--lr", "inf"], "argument --lr: must be a finite number"),
@@ -71,6 +70,9 @@ BAD_TRAINER_FLAGS = [
     (["--warmup-epochs", "100", "--epochs", "2"], r"argument --warmup-epochs: must be <= --epochs \(2\).*got 100"),
     (["--seed", "99999999999999999999"], r"argument --seed: must be an integer in \[0, 2\*\*64 - 1\]"),
     (["--seed", str(2**64)], r"argument --seed: must be an integer in \[0, 2\*\*64 - 1\]"),
+    (["--test-subset", "-1"], r"argument --test-subset: must be an integer in \[0, 10000\]"),
+    (["--test-subset", "10001"], r"argument --test-subset: must be an integer in \[0, 10000\] \(the test split"),
+    (["--test-subset", "many"], "argument --test-subset: "),
 ]
 if NO_CUDA:
     BAD_TRAINER_FLAGS.append((["--device", "cuda"], "argument --device: cuda: .*no CUDA GPU"))
@@ -78,7 +80,7 @@ if NO_CUDA:
 
 @pytest.mark.parametrize("flags, message", BAD_TRAINER_FLAGS, ids=[" ".join(f) for f, _ in BAD_TRAINER_FLAGS])
 def test_the_trainer_refuses_a_bad_flag_before_writing(mnist_dir, tmp_path, refused, flags, message):
-    refused(cli.main, [*TINY, "--run-dir", str(tmp_path / "run"), *flags], message)
+    refused(cli.main, [*TINY_FLAGS, "--run-dir", str(tmp_path / "run"), *flags], message)
     assert not (tmp_path / "run").exists()
 
 
@@ -90,7 +92,7 @@ def snapshot(folder: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def finished_run(mnist_dir, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("finished") / "run"
-    cli.main([*TINY, "--epochs", "1", "--run-dir", str(folder)])
+    cli.main([*TINY_FLAGS, "--epochs", "1", "--run-dir", str(folder)])
     return folder
 
 
@@ -106,10 +108,11 @@ def damaged_copy(run: Path, folder: Path, name: str, content: bytes) -> Path:
 def test_a_damaged_init_from_is_refused_before_writing(finished_run, tmp_path, refused):
     damaged = tmp_path / "damaged.pt"
     damaged.write_bytes((finished_run / "best.pt").read_bytes()[:5000])
-    refused(cli.main, [*TINY, "--run-dir", str(tmp_path / "run"), "--init-from", str(damaged)],
+    refused(cli.main, [*TINY_FLAGS, "--run-dir", str(tmp_path / "run"), "--init-from", str(damaged)],
             f"argument --init-from: {damaged}: .*truncated, damaged or not a torch checkpoint")
     assert not (tmp_path / "run").exists()
-    refused(cli.main, [*TINY, "--run-dir", str(tmp_path / "run"), "--init-from", str(finished_run / "config.json")],
+    refused(cli.main, [*TINY_FLAGS, "--run-dir", str(tmp_path / "run"), "--init-from",
+                       str(finished_run / "config.json")],
             "argument --init-from: .*config.json")
     assert not (tmp_path / "run").exists()
 
@@ -177,12 +180,17 @@ def test_evaluate_refuses_a_bad_checkpoint_before_evaluating_any(finished_run, d
 
 
 @pytest.mark.parametrize("script, argv, message", [
-    ("train/ram_agent.py", [*TINY, "--lr", "nan"], "--lr: must be a finite number"),
-    ("train/ram_agent.py", [*TINY, "--grad-clip", "-1"], "argument --grad-clip: must be a finite number >= 0"),
-    ("train/ram_agent.py", [*TINY, "--size", "20"], "argument --size: must be an integer >= 28"),
-    ("train/evaluate.py", ["no/such/best.pt"], "argument CHECKPOINT: no/such/best.pt"),
+    ("train/ram_agent.py", [*TINY_FLAGS, "--lr", "nan"], "--lr: must be a finite number"),
+    # Each starts a Python that imports torch: one in the fast suite, the others in the slow one.
+    pytest.param("train/ram_agent.py", [*TINY_FLAGS, "--grad-clip", "-1"],
+                 "argument --grad-clip: must be a finite number >= 0", marks=pytest.mark.slow),
+    pytest.param("train/ram_agent.py", [*TINY_FLAGS, "--size", "20"], "argument --size: must be an integer >= 28",
+                 marks=pytest.mark.slow),
+    pytest.param("train/evaluate.py", ["no/such/best.pt"], "argument CHECKPOINT: no/such/best.pt",
+                 marks=pytest.mark.slow),
     # Issue 31: a traceback from torch's seed overflow, after config.json and command.txt were written.
-    ("train/ram_agent.py", [*TINY, "--seed", "99999999999999999999"], "argument --seed: must be an integer in"),
+    pytest.param("train/ram_agent.py", [*TINY_FLAGS, "--seed", "99999999999999999999"],
+                 "argument --seed: must be an integer in", marks=pytest.mark.slow),
 ], ids=["lr-nan", "grad-clip", "size", "evaluate-missing", "seed-too-large"])
 def test_the_scripts_print_one_error_line_and_exit_2(mnist_dir, tmp_path, script, argv, message):
     folder = tmp_path / "run"

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # three full training runs in subprocesses, each testing on all 10,000 test digits
 REPO = Path(__file__).resolve().parents[1]
 RECORD = Path(__file__).parent / "fixtures" / "behaviour_preserved.json"
 COMMON = ["--device", "cpu", "--eval-slots", "2500", "--no-figure"]

@@ -223,9 +223,12 @@ def test_every_home_of_the_env_arguments_is_made_from_glimpse_config(tiny_digits
 
 # ---------------------------------------------------------------------------------------------------- as a user sees it
 @pytest.mark.parametrize("command, flag", [
-    (["train/visualize.py", "cluttered60-9g", "--out", "{tmp}/out"], "CHECKPOINT"),
-    (["train/plot.py", "{tmp}/no-run", "--out", "{tmp}/out/curves.png"], "RUN_DIR"),
-    (["-m", "glimpse_env.play", "--size", "20"], "--size"),
+    # Each starts a Python that imports torch: in the slow suite (tests/test_bad_command_lines.py has the fast
+    # one; the fast suite checks these scripts' flags in-process).
+    pytest.param(["train/visualize.py", "cluttered60-9g", "--out", "{tmp}/out"], "CHECKPOINT", marks=pytest.mark.slow),
+    pytest.param(["train/plot.py", "{tmp}/no-run", "--out", "{tmp}/out/curves.png"], "RUN_DIR",
+                 marks=pytest.mark.slow),
+    pytest.param(["-m", "glimpse_env.play", "--size", "20"], "--size", marks=pytest.mark.slow),
 ])
 def test_the_scripts_print_one_error_line_and_exit_2(tmp_path, command, flag):
     argv = [part.replace("{tmp}", str(tmp_path)) for part in command]

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from conftest import TINY_FLAGS, TINY_TEST_IMAGES
 
 from agents import RAMConfig, RecurrentAttentionModel, evaluate, load_agent
 from agents.training import cli, evaluation, step
@@ -40,10 +41,8 @@ from glimpse_env.vector_env import GlimpseMNISTVectorEnv
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "mnist_test_300.npz"
-# 32 steps an epoch of 32 images (16 a rank), validation on 200 images, no Monte-Carlo test.
-TINY = ["--train-subset", "1024", "--batch-size", "32", "--mc-samples", "2", "--n-glimpses", "3", "--eval-slots",
-        "2500", "--val-subset", "200", "--test-mc", "0", "--no-figure", "--precision", "fp32", "--device", "cpu",
-        "--threads", "1"]
+# 32 steps an epoch of 32 images (16 a rank), validation on 200 images, the test on 500, no Monte-Carlo.
+TINY = [*TINY_FLAGS, "--train-subset", "1024", "--threads", "1"]
 TIMINGS = {"epoch_seconds", "train_episodes_per_second", "wall_seconds"}
 WORLD = 2
 
@@ -116,6 +115,7 @@ def straight(mnist_dir, tmp_path_factory) -> tuple[Path, list[list[str]]]:
     return out, hashes
 
 
+@pytest.mark.slow
 def test_two_ranks_have_the_same_weights_after_every_step(straight):
     out, (rank0, rank1) = straight
     assert len(rank0) == 1 + 2 * 32  # the weights at the start, then after each of the 2 x 32 steps
@@ -123,7 +123,7 @@ def test_two_ranks_have_the_same_weights_after_every_step(straight):
     assert len(set(rank0)) == len(rank0)  # and they did change at every step
     assert [row["epoch"] for row in metrics(out / "run")] == [1, 2]
     results = json.loads((out / "run" / "results.json").read_text())
-    assert results["world_size"] == 2 and results["test"]["num_images"] == 10_000
+    assert results["world_size"] == 2 and results["test"]["num_images"] == results["test_images"] == TINY_TEST_IMAGES
     # Rank 0 reports; the other rank prints nothing.
     assert "epoch   2" in (out / "stdout0.txt").read_text() and (out / "stdout1.txt").read_text() == ""
     assert (out / "run" / "command.txt").read_text().startswith("torchrun --nnodes=1 --nproc_per_node=2 ")
@@ -133,6 +133,9 @@ def test_two_ranks_stay_identical_with_separate_clipping(mnist_dir, tmp_path):
     rank0, rank1 = train_two_ranks(tmp_path, "--epochs", "1", "--train-subset", "256", "--clip-separately",
                                    "--grad-clip", "0.5", "--reinforce-core")
     assert rank0 == rank1 and len(set(rank0)) == len(rank0) == 1 + 8
+    # The fast suite's 2-rank job: the test split over the ranks counts all its images once (the ranks' sums).
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["world_size"] == 2 and results["test"]["num_images"] == results["test_images"] == TINY_TEST_IMAGES
 
 
 def best_noise_worker(rank: int, port: int, argv: list[str], out: Path) -> None:
@@ -154,6 +157,7 @@ def best_noise_worker(rank: int, port: int, argv: list[str], out: Path) -> None:
     (out / f"tested{rank}.json").write_text(json.dumps(tested))
 
 
+@pytest.mark.slow
 def test_the_final_test_plays_best_pts_location_noise(mnist_dir, tmp_path):
     """Issue 18, fault 2: the test split over ranks kept the last epoch's loc_std instead of best.pt's."""
     spawn(best_noise_worker, [*TINY, "--train-subset", "64", "--epochs", "2", "--loc-std", "0.3", "--loc-std-final",
@@ -238,6 +242,7 @@ def units(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_the_ddp_gradient_of_a_split_batch_is_the_whole_batchs(units):
     ranks = [torch.load(units / f"grads{rank}.pt") for rank in range(WORLD)]
     digits = fixture_digits()
@@ -266,6 +271,7 @@ def evaluation_env(digits: DigitSet, num_envs: int) -> GlimpseMNISTVectorEnv:
     return env
 
 
+@pytest.mark.slow
 def test_evaluation_split_over_two_ranks_counts_what_one_process_counts(units):
     """Exact only for an agent that picks its first glimpse (nothing in a deterministic episode is then random):
     with the env's random first glimpse the ranks draw it from streams of their own."""
@@ -299,6 +305,7 @@ def children(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 def test_a_rank_killed_mid_epoch_stops_the_job_and_the_run_resumes_to_the_same_weights(straight, tmp_path):
     reference = straight[0] / "run"
     folder = tmp_path / "run"
@@ -328,6 +335,7 @@ def test_a_rank_killed_mid_epoch_stops_the_job_and_the_run_resumes_to_the_same_w
     assert tests[0]["error"] == tests[1]["error"]
 
 
+@pytest.mark.slow
 def test_a_resume_with_another_number_of_processes_is_refused(straight, tmp_path, refused):
     folder = tmp_path / "two"
     shutil.copytree(straight[0] / "run", folder)

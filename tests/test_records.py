@@ -52,6 +52,20 @@ def test_a_recipes_seed_record_is_its_last_stage_and_a_wrong_seed_is_refused(tmp
         records.seed_results("translated60-6g", tmp_path)
 
 
+def test_a_record_tested_on_a_test_subset_is_refused(tmp_path, monkeypatch):
+    """A --test-subset run's figure is not the test split's: it must never reach the README's seeds cell."""
+    monkeypatch.setitem(SHIPPED_RECORDS, "mnist28-3g", "runs/shipped")
+    write_record(tmp_path / "runs/shipped", 0, 0.0115)
+    seed1 = tmp_path / records.SEED_FOLDER / "mnist28-3g-seed1"
+    write_record(seed1, 1, 0.0101)
+    full = {"test": {"error": 0.0101}, "test_images": 10_000}
+    (seed1 / "results.json").write_text(json.dumps(full))
+    assert [r.seed for r in records.seed_results("mnist28-3g", tmp_path)] == [0, 1]
+    (seed1 / "results.json").write_text(json.dumps({**full, "test_images": 500}))
+    with pytest.raises(ValueError, match="tested on 500 images \\(--test-subset\\)"):
+        records.seed_results("mnist28-3g", tmp_path)
+
+
 def seed_folders() -> list[Path]:
     return sorted(p for p in (REPO / records.SEED_FOLDER).glob("*-seed*") if p.is_dir())
 

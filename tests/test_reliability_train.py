@@ -4,7 +4,6 @@ stream, a NaN step, a full disk, an existing run folder, a finished run, and eva
 from __future__ import annotations
 
 import errno
-import functools
 import json
 import os
 import random
@@ -17,20 +16,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_FLAGS
 
 from agents import RAMConfig, RecurrentAttentionModel, load_agent, save_agent
 from agents.training import cli, evaluation, run_folder, step
 
 REPO = Path(__file__).resolve().parents[1]
-# 8 steps an epoch, validation on 500 images, no Monte-Carlo test: an epoch is a fraction of a second.
-TINY = ["--train-subset", "256", "--batch-size", "32", "--mc-samples", "2", "--n-glimpses", "3", "--eval-slots",
-        "2500", "--val-subset", "500", "--test-mc", "0", "--no-figure", "--precision", "fp32", "--device", "cpu"]
+# TINY_FLAGS (tests/conftest.py): 8 steps an epoch, an epoch is a fraction of a second.
 EPOCHS = 3
 TIMINGS = {"epoch_seconds", "train_episodes_per_second", "wall_seconds"}
 
 
 def train(folder: Path, *flags: str) -> dict:
-    return cli.main([*TINY, "--run-dir", str(folder), "--epochs", str(EPOCHS), *flags])
+    return cli.main([*TINY_FLAGS, "--run-dir", str(folder), "--epochs", str(EPOCHS), *flags])
 
 
 def strict_json(text: str):
@@ -141,12 +139,12 @@ def test_the_same_evaluation_twice_gives_the_same_numbers(straight):
 
 
 def test_an_existing_run_folder_needs_resume(straight, tmp_path, refused):
-    refused(cli.main, [*TINY, "--run-dir", str(straight), "--lr", "0.1"],
+    refused(cli.main, [*TINY_FLAGS, "--run-dir", str(straight), "--lr", "0.1"],
             "already holds a run: continue it with --resume")
     started = tmp_path / "started"  # killed before its first last.pt: config.json is there already
     started.mkdir()
     (started / "config.json").write_text((straight / "config.json").read_text())
-    refused(cli.main, [*TINY, "--run-dir", str(started), "--epochs", "1"], "--resume")
+    refused(cli.main, [*TINY_FLAGS, "--run-dir", str(started), "--epochs", "1"], "--resume")
 
 
 def test_a_finished_run_is_not_tested_again(straight, tmp_path, monkeypatch, capsys, refused):
@@ -362,12 +360,11 @@ def test_evaluate_with_fewer_slots_than_mc_paths(untrained, capsys):
     assert few["error"] == many["error"]  # the deterministic policy, whatever the batching
 
 
-def test_training_with_fewer_eval_slots_than_test_paths_finishes(mnist_dir, tmp_path, monkeypatch):
-    # The full test split with 5 slots would take minutes; the first 20 images take the same path.
-    quick = functools.partial(evaluation.evaluate_checkpoint, num_images=20)
-    monkeypatch.setattr(evaluation, "evaluate_checkpoint", quick)
-    results = train(tmp_path / "run", "--epochs", "1", "--eval-slots", "5", "--test-mc", "10", "--val-subset", "20")
-    assert "mc_error" in results["test"]
+def test_training_with_fewer_eval_slots_than_test_paths_finishes(mnist_dir, tmp_path):
+    # The full test split with 5 slots would take minutes; the first 20 images (--test-subset) take the same path.
+    results = train(tmp_path / "run", "--epochs", "1", "--eval-slots", "5", "--test-mc", "10", "--val-subset", "20",
+                    "--test-subset", "20")
+    assert "mc_error" in results["test"] and results["test"]["num_images"] == results["test_images"] == 20
     assert json.loads((tmp_path / "run" / "results.json").read_text())["test"] == results["test"]
 
 
@@ -377,7 +374,7 @@ def test_training_with_fewer_eval_slots_than_test_paths_finishes(mnist_dir, tmp_
 def trainer(folder: Path, log) -> subprocess.Popen:
     """The trainer as its own process: a first start, or --resume once the run folder holds a config.json."""
     flags = ["--resume", str(folder)] if (folder / "config.json").is_file() else \
-        [*TINY, "--run-dir", str(folder), "--epochs", str(EPOCHS)]
+        [*TINY_FLAGS, "--run-dir", str(folder), "--epochs", str(EPOCHS)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread, as the tests' own (bit-identical results)
     return subprocess.Popen([sys.executable, "train/ram_agent.py", *flags], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=log)
@@ -391,22 +388,26 @@ def checkpoint_writes(folder: Path) -> set[str]:
         return set()
 
 
-def kill_anywhere(tmp_path: Path, kills: int, seed: int) -> None:
+def kill_anywhere(tmp_path: Path, kills: int, seed: int, first: str = "moment", reference: Path | None = None) -> None:
     """Train in a subprocess, SIGKILL it ``kills`` times and resume it each time; it must end as an uninterrupted
     run does, bit for bit. Kills land at a random moment of a run (from process start to the whole run's duration)
-    or, every other one, in the middle of a checkpoint write (the n-th one the run makes). A run that finishes
-    before its kill is checked and a new one started."""
+    or, every other one, in the middle of a checkpoint write (the n-th one the run makes); the first is ``first``
+    ("moment" or "write"). A run that finishes before its kill is checked and a new one started. The uninterrupted
+    run is ``reference`` when given (then no kill may be at a random moment: their range is its subprocess's time)."""
     chance = random.Random(seed)
     log = (tmp_path / "stderr.txt").open("w")
     started = time.perf_counter()
-    reference = tmp_path / "reference"
-    assert trainer(reference, log).wait() == 0
+    if reference is None:
+        reference = tmp_path / "reference"
+        assert trainer(reference, log).wait() == 0
+    else:
+        assert kills == 1 and first == "write"
     duration = time.perf_counter() - started
     points, finished = [], []
     folder = tmp_path / "run0"
     while len(points) < kills:
         process = trainer(folder, log)
-        if len(points) % 2 == 0:
+        if (len(points) + (first == "write")) % 2 == 0:
             moment = chance.uniform(0, duration)
             try:
                 process.wait(timeout=moment)
@@ -444,8 +445,10 @@ def kill_anywhere(tmp_path: Path, kills: int, seed: int) -> None:
         assert not list(folder.glob("*.tmp"))
 
 
-def test_kill_anywhere(mnist_dir, tmp_path):
-    kill_anywhere(tmp_path, kills=4, seed=0)
+def test_kill_anywhere(straight, tmp_path):
+    """The fast suite's one kill: in the middle of a checkpoint write, compared with the uninterrupted run trained in
+    this process (the slow suite's battery kills 20 times)."""
+    kill_anywhere(tmp_path, kills=1, seed=0, first="write", reference=straight)
 
 
 @pytest.mark.slow

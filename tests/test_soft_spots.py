@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from conftest import TINY_FLAGS
 
 from agents import Episodes, RAMConfig, RecurrentAttentionModel, evaluate, hybrid_loss
 from agents.checkpoint import read_checkpoint
@@ -89,8 +90,6 @@ def test_a_rewarded_location_pulls_the_policy_mean_towards_it(reward, towards):
 
 # ---------------------------------------------------------------- best.pt: the lowest validation error
 
-TINY = ["--train-subset", "64", "--batch-size", "32", "--mc-samples", "2", "--n-glimpses", "3", "--eval-slots",
-        "2500", "--val-subset", "100", "--test-mc", "0", "--no-figure", "--precision", "fp32", "--device", "cpu"]
 SCRIPTED = [0.5, 0.2, 0.4, 0.2]  # epoch 2 is the lowest; epoch 4 ties it and must not replace it
 
 
@@ -108,7 +107,7 @@ def test_best_checkpoint_is_the_epoch_of_the_lowest_validation_error(mnist_dir, 
 
     monkeypatch.setattr(evaluation, "validate", validate)
     folder = tmp_path / "run"
-    results = cli.main([*TINY, "--epochs", "4", "--run-dir", str(folder),
+    results = cli.main([*TINY_FLAGS, "--train-subset", "64", "--epochs", "4", "--run-dir", str(folder),
                               *(["--val-mc", "2"] if monte_carlo else [])])
     best = read_checkpoint(folder / "best.pt")["extra"]
     last = read_checkpoint(folder / "last.pt")["extra"]

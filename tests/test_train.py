@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_FLAGS, TINY_TEST_IMAGES
 
 from agents import RAMConfig, RecurrentAttentionModel, load_agent
 from agents.checkpoint import atomic_torch_save, read_checkpoint
@@ -20,8 +21,8 @@ from glimpse_env.vector_env import GlimpseMNISTVectorEnv
 
 REPO = Path(__file__).resolve().parents[1]
 
-QUICK = ["--train-subset", "512", "--batch-size", "64", "--mc-samples", "2", "--test-mc", "2",
-         "--eval-slots", "2500", "--no-figure", "--precision", "fp32", "--device", "cpu", "--n-glimpses", "3"]
+# The tests' tiny run (tests/conftest.py) with 8 steps of 64 images an epoch and a Monte-Carlo test of 2 paths.
+QUICK = [*TINY_FLAGS, "--train-subset", "512", "--batch-size", "64", "--test-mc", "2"]
 
 
 def run(tmp_path: Path, name: str, *flags: str, figures=None) -> dict:
@@ -85,12 +86,16 @@ def test_results_and_evaluate_script_agree(mnist_dir, tmp_path, capsys, learned)
     assert results["test"]["error"] < 0.85  # better than the 90% error of guessing, after only 8 steps
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["test"] == results["test"]
+    # --test-subset: results.json says the figures are of the first TINY_TEST_IMAGES test images, not the split's.
+    assert saved["test_images"] == results["test"]["num_images"] == TINY_TEST_IMAGES
+    assert "not the split's error" in saved["test_note"]
+    subset = ["--num-images", str(TINY_TEST_IMAGES)]
     cli.evaluate_main([str(tmp_path / "run" / "best.pt"), "--mc", "2", "--slots", "2500", "--json",
-                          "--device", "cpu"])
+                          "--device", "cpu", *subset])
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["error"] == results["test"]["error"] and again["mc_error"] == results["test"]["mc_error"]
     cli.evaluate_main([str(tmp_path / "run" / "best.pt"), "--mc", "0", "--slots", "2500", "--markdown",
-                          "--device", "cpu"])
+                          "--device", "cpu", *subset])
     row = capsys.readouterr().out.strip().splitlines()[-1].split(" | ")
     assert row[2] == ("learned" if learned else "random") and row[3] == f"{100 * results['test']['error']:.2f}%"
 
@@ -146,6 +151,7 @@ def test_learning_curves_are_drawn_and_a_failed_drawing_keeps_the_results(mnist_
     assert json.loads((tmp_path / "no-hook" / "results.json").read_text()) == results
 
 
+@pytest.mark.slow
 def test_the_script_trains_resumes_and_draws_its_figures(mnist_dir, tmp_path):
     """python train/ram_agent.py as a user runs it: a 1-epoch run with its figures, then a --resume of it."""
     folder = tmp_path / "run"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_FLAGS
 
 from agents import load_agent
 from agents.checkpoint import read_checkpoint
@@ -23,8 +24,6 @@ from agents.training import cli, distributed, evaluation, run_folder
 from agents.training.step import epoch_order
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--train-subset", "256", "--batch-size", "32", "--mc-samples", "2", "--n-glimpses", "3", "--eval-slots",
-        "2500", "--val-subset", "200", "--test-mc", "0", "--no-figure", "--precision", "fp32", "--device", "cpu"]
 
 
 def state(path: Path) -> dict:
@@ -45,7 +44,7 @@ def test_a_resumed_average_run_killed_before_best_pt_keeps_the_average_and_its_n
     weights with the first epoch's noise), and the test must use them."""
     # Validation scripted to improve every epoch (the annealed noise falls: 0.3, then 0.05).
     monkeypatch.setattr(evaluation, "validate", lambda model, *args, **kwargs: {"error": model.config.loc_std})
-    flags = [*TINY, "--epochs", "2", "--test-mc", "2", "--ema-decay", "0.9", "--loc-std", "0.3",
+    flags = [*TINY_FLAGS, "--epochs", "2", "--test-mc", "2", "--ema-decay", "0.9", "--loc-std", "0.3",
              "--loc-std-final", "0.05"]
     straight = cli.main([*flags, "--run-dir", str(tmp_path / "straight")])
 
@@ -93,7 +92,7 @@ def test_a_training_subset_smaller_than_half_a_batch_trains(mnist_dir, tmp_path)
     assert {order.tolist().count(i) for i in range(5)} <= {6, 7}  # each image as often as the others, within one
     assert torch.equal(epoch_order(40, 64, torch.Generator().manual_seed(0))[:40],
                        torch.randperm(40, generator=torch.Generator().manual_seed(0)))
-    results = cli.main([*TINY, "--train-subset", "5", "--epochs", "1", "--run-dir", str(tmp_path / "run")])
+    results = cli.main([*TINY_FLAGS, "--train-subset", "5", "--epochs", "1", "--run-dir", str(tmp_path / "run")])
     assert 0.0 <= results["test"]["error"] <= 1.0
 
 
@@ -135,6 +134,7 @@ def test_torchrun_cpu_ranks_share_the_cores(fake_rank, monkeypatch, omp, launche
     assert fake_rank == expected
 
 
+@pytest.mark.slow
 def test_the_launchers_environment_is_read_as_it_started(tmp_path):
     """What tells torchrun's OMP_NUM_THREADS from a user's: the environment the parent process was started with."""
     probe = "from agents.training.distributed import launcher_environment as e; print('MARK' in (e() or {}))"
@@ -166,11 +166,11 @@ def wait_for_first_epoch(process: subprocess.Popen, folder: Path) -> None:
 
 def test_a_second_trainer_on_a_live_run_folder_is_refused_naming_the_first(mnist_dir, tmp_path, refused):
     folder = tmp_path / "run"
-    first = trainer(folder, *TINY, "--train-subset", "1024", "--epochs", "6")
+    first = trainer(folder, *TINY_FLAGS, "--train-subset", "1024", "--epochs", "6")
     try:
         wait_for_first_epoch(first, folder)
         holder = f"pid {first.pid} on {socket.gethostname()}"
-        for argv in (["--resume", str(folder)], [*TINY, "--run-dir", str(folder)]):
+        for argv in (["--resume", str(folder)], [*TINY_FLAGS, "--run-dir", str(folder)]):
             refused(cli.main, argv, f"{folder} is in use by another trainer \\({holder}, since ")
         assert first.wait(timeout=600) == 0, first.stderr.read()[-3000:]
     finally:
@@ -183,7 +183,7 @@ def test_a_second_trainer_on_a_live_run_folder_is_refused_naming_the_first(mnist
 
 def test_a_lock_left_by_a_killed_trainer_does_not_block_resume(mnist_dir, tmp_path):
     folder = tmp_path / "run"
-    first = trainer(folder, *TINY, "--epochs", "3")
+    first = trainer(folder, *TINY_FLAGS, "--epochs", "3")
     wait_for_first_epoch(first, folder)
     first.send_signal(signal.SIGKILL)
     first.wait()

@@ -117,6 +117,8 @@ class TrainConfig(TaskConfig):
     test_mc: int = option(10, "K for the final Monte-Carlo test error")
     eval_slots: int = option(5000, "episodes played at once during evaluation (by each process)")
     val_subset: int = option(0, "validate on only the first N validation images (0: all 5,000); for quick checks")
+    test_subset: int = option(0, "test on only the first N test images (0: all 10,000); for quick checks: the "
+                                 "figure is then not the test split's, and results.json says so (test_images)")
     # the run
     seed: int = option(0, "seed of everything random in the run")
     device: str = option("auto", "auto (CUDA when present), cpu or cuda")
@@ -156,7 +158,7 @@ RECORDED_IF_CHANGED = {"cuda_graph": "on"}
 # Fields a run folder written before they existed lacks, with the behaviour it was trained with.
 ADDED_LATER = {"learn_first_location": False, "reinforce_core": False, "shared_canvas": False, "init_from": "",
                "val_subset": 0, "max_nonfinite_steps": 20, "clip_separately": False, "loc_std_final": 0.0,
-               "ema_decay": 0.0}
+               "ema_decay": 0.0, "test_subset": 0}
 # What may change when a run is resumed; everything else must match the run's config.json.
 RESUMABLE_CHANGES = {"epochs", "device", "run_dir", "data_dir", "figure", "eval_slots", "max_nonfinite_steps",
                      "cuda_graph"}
@@ -168,6 +170,7 @@ INT_BOUNDS = {
     "eval_slots": (1, None, ">= 1"),
     "val_subset": (0, SPLIT_SIZES["validation"],
                    f"in [0, {SPLIT_SIZES['validation']}] (the validation split; 0: all)"),
+    "test_subset": (0, SPLIT_SIZES["test"], f"in [0, {SPLIT_SIZES['test']}] (the test split; 0: all)"),
     "val_mc": (0, None, ">= 0"), "test_mc": (0, None, ">= 0"), "max_nonfinite_steps": (1, None, ">= 1"),
     "seed": (0, MAX_SEED, "in [0, 2**64 - 1]"),
 }
@@ -266,6 +269,9 @@ def check_config(config: TrainConfig, world_size: int = 1) -> None:
                                        f"at any number of processes)"))
     if config.val_subset and config.val_subset < world_size:
         raise ConfigError(flag_message("--val-subset", f"{config.val_subset}: fewer validation images than the "
+                                       f"{world_size} processes"))
+    if config.test_subset and config.test_subset < world_size:
+        raise ConfigError(flag_message("--test-subset", f"{config.test_subset}: fewer test images than the "
                                        f"{world_size} processes"))
     try:
         resolve_device(config.device)

@@ -98,13 +98,13 @@ def summed_errors(result: dict, dist: Distributed) -> dict:
 
 def distributed_test(model: RecurrentAttentionModel, config: TrainConfig, device: torch.device,
                      dist: Distributed) -> dict:
-    """The test errors of ``model`` (the best checkpoint's weights and location noise), the split shared among the
-    ranks. Monte-Carlo paths are drawn from each rank's own stream, and so are the env's random first glimpses: the
-    deterministic error is what :func:`evaluate_checkpoint` reports for one process only when the agent learned its
-    first glimpse (then nothing in it is random); with the env's random first glimpse it differs a little, as it
-    does between seeds."""
+    """The test errors of ``model`` (the best checkpoint's weights and location noise), the split (or its first
+    ``config.test_subset`` images) shared among the ranks. Monte-Carlo paths are drawn from each rank's own stream,
+    and so are the env's random first glimpses: the deterministic error is what :func:`evaluate_checkpoint` reports
+    for one process only when the agent learned its first glimpse (then nothing in it is random); with the env's
+    random first glimpse it differs a little, as it does between seeds."""
     started = time.perf_counter()
-    images = dist.shard(torch.arange(SPLIT_SIZES["test"]))
+    images = dist.shard(torch.arange(config.test_subset or SPLIT_SIZES["test"]))
     env = gym.make_vec("GlimpseMNIST-v0", num_envs=min(config.eval_slots, len(images)), device=device, split="test",
                        data_dir=config.data_dir or None, **config.env_kwargs())
     seed = rank_seed(config.seed, dist.rank)

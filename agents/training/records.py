@@ -50,7 +50,8 @@ def finished_result(folder: Path) -> Path | None:
 
 def seed_results(row: str, root: Path = REPO) -> list[SeedResult]:
     """Every finished run of ``row``'s command with a record here, by seed: the shipped one (seed 0) and those in
-    ``assets/runs/seeds/``. A record whose config names another seed than its folder is an error."""
+    ``assets/runs/seeds/``. A record whose config names another seed than its folder, or that was tested on a
+    --test-subset, is an error."""
     folders: dict[int, Path] = {}
     shipped = shipped_record(row)
     if shipped is not None:
@@ -66,7 +67,11 @@ def seed_results(row: str, root: Path = REPO) -> list[SeedResult]:
         config = json.loads((result_path.parent / "config.json").read_text())
         if config["seed"] != seed:
             raise ValueError(f"{folder}: config.json says seed {config['seed']}, the folder seed {seed}")
-        test = json.loads(result_path.read_text())["test"]
+        saved = json.loads(result_path.read_text())
+        if saved.get("test_images", 10_000) != 10_000:  # --test-subset: not the split's figure
+            raise ValueError(f"{folder}: tested on {saved['test_images']} images (--test-subset), not the test "
+                             f"split's 10,000")
+        test = saved["test"]
         results.append(SeedResult(seed, folder, test["error"], test.get("mc_error")))
     return results
 

@@ -341,13 +341,19 @@ class Trainer:
             test = evaluation.distributed_test(self.model, config, self.device, dist)
         else:
             test = evaluation.evaluate_checkpoint(self.run_dir / "best.pt", "test", config.test_mc, str(self.device),
-                                                  config.eval_slots, config.seed, config.data_dir or None)
-        results = {"preset": config.preset, "test": test, "best_val_error": self.best_val,
+                                                  config.eval_slots, config.seed, config.data_dir or None,
+                                                  num_images=config.test_subset or None)
+        # test_images says what the test figures are of: below the split's 10,000 (--test-subset), not its error.
+        test_images = config.test_subset or evaluation.SPLIT_SIZES["test"]
+        results = {"preset": config.preset, "test": test, "test_images": test_images, "best_val_error": self.best_val,
                    "epochs": config.epochs, "wall_seconds": round(time.perf_counter() - self.started, 1),
                    "device": str(self.device), "precision": self.precision,
                    "threads": torch.get_num_threads(), "world_size": dist.world_size,
                    "cuda_graph": self.run_step.status,
                    "command": " ".join(self.command)}
+        if test_images < evaluation.SPLIT_SIZES["test"]:
+            results["test_note"] = (f"--test-subset {test_images}: the first {test_images} of the test split's "
+                                    f"{evaluation.SPLIT_SIZES['test']:,} images, not the split's error")
         return dist.from_rank0(lambda: self.write_results(results))
 
     def write_results(self, results: dict) -> dict:
@@ -358,7 +364,8 @@ class Trainer:
                 print(f"warning: the figures were not drawn ({type(error).__name__}: {error}); the run's results "
                       f"are kept", file=sys.stderr)
         self.folder.write_text("results.json", json.dumps(results, indent=2) + "\n")  # last: marks the run finished
-        print(f"{self.config.preset}: {format_result(results['test'])}; best validation error "
+        subset = " (--test-subset: not the test split's error)" if "test_note" in results else ""
+        print(f"{self.config.preset}: {format_result(results['test'])}{subset}; best validation error "
               f"{100 * self.best_val:.2f}%; {results['wall_seconds'] / 60:.1f} min on {self.device}"
               f"{f' x {self.dist.world_size} processes' if self.dist.active else ''}; run folder {self.run_dir}")
         return results

@@ -62,7 +62,8 @@ def run_episodes(
         else:
             first, log_prob = model.sample_location(first_mean, generator)
             log_probs.append(log_prob)
-            baselines.append(model.first_baseline.float().expand(env.num_envs))
+            # [..., None]: a scalar, or one per seed (many seeds at once), spread over the slots
+            baselines.append(model.first_baseline.float()[..., None].expand(first_mean.shape[:-1]))
         options = {**(options or {}), "location": first}
     observation, _ = env.reset(options=options)
     state = model.initial_state(env.num_envs, observation["glimpse"].device)
@@ -89,7 +90,7 @@ def run_episodes(
         if log_prob is not None:
             log_probs.append(log_prob)
             baselines.append(out.baseline)
-    stack = (lambda rows: torch.stack(rows)) if log_probs else (lambda rows: total.new_zeros(0, env.num_envs))
+    stack = (lambda rows: torch.stack(rows)) if log_probs else (lambda rows: total.new_zeros(0, *total.shape))
     return Episodes(out.logits, stack(log_probs), stack(baselines), total, info["label"], torch.stack(looked_at))
 
 

@@ -180,18 +180,8 @@ class SeedGroup:
     def train(self) -> dict[int, dict]:
         """Every seed's results (by seed), once every seed finished."""
         try:
-            for trainer in self.trainers:  # every seed's configuration and inputs, before anything is written
-                trainer.check()
-            results = {}
-            for trainer in self.trainers:
-                finished = trainer.open()
-                if finished is not None:
-                    results[trainer.config.seed] = finished
+            results = self.start()
             running = [t for t in self.trainers if t.config.seed not in results]
-            for trainer in running:
-                trainer.setup()  # torch.manual_seed(seed) and the seed's draws: then its streams are kept
-                self.streams[trainer.config.seed] = SeedStreams(trainer.device)
-                trainer.run_step.status = "off (--seeds: the seeds' shared step runs eagerly)"
             last = max((t.config.epochs for t in running), default=0)
             for epoch in range(min((t.start_epoch for t in running), default=1), last + 1):
                 now = [t for t in running if t.start_epoch <= epoch <= t.config.epochs
@@ -211,6 +201,23 @@ class SeedGroup:
         if self.stopped:
             raise SystemExit("\n".join(f"seed {seed}: {why}" for seed, why in self.stopped.items()))
         return {seed: results[seed] for seed in sorted(results)}
+
+    def start(self) -> dict[int, dict]:
+        """Every seed checked (before anything is written), opened, and set up unless it is finished; the results
+        of the finished ones, by seed."""
+        for trainer in self.trainers:
+            trainer.check()
+        results = {}
+        for trainer in self.trainers:
+            finished = trainer.open()
+            if finished is not None:
+                results[trainer.config.seed] = finished
+        for trainer in self.trainers:
+            if trainer.config.seed not in results:
+                trainer.setup()  # torch.manual_seed(seed) and the seed's draws: then its streams are kept
+                self.streams[trainer.config.seed] = SeedStreams(trainer.device)
+                trainer.run_step.status = "off (--seeds: the seeds' shared step runs eagerly)"
+        return results
 
     def train_epoch(self, epoch: int, trainers: list[Trainer]) -> None:
         """One epoch of every seed in ``trainers``: their batches stepped at once."""

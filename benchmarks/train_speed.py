@@ -392,6 +392,24 @@ GRAPH_WARMUP = 5  # untimed steps: GraphedStep's 3 eager ones, its capture and a
 NOISE = 0.03  # a CPU step's best of 3 rounds moves this much from run to run on a loaded 2-core machine
 
 
+def best_in_turns(steps: dict[str, Callable[[torch.Tensor], object]], images: torch.Tensor, device: torch.device,
+                  args: argparse.Namespace) -> dict[str, float]:
+    """Seconds per step of each of ``steps`` (one call per batch of ``images``, GRAPH_WARMUP untimed first), timed
+    in turns, each the best of ``args.rounds``."""
+    best: dict = {}
+    for _ in range(args.rounds):
+        for name, one_step in steps.items():
+            for batch in images[:GRAPH_WARMUP]:
+                one_step(batch)
+            synchronize(device)
+            start = time.perf_counter()
+            for batch in images[GRAPH_WARMUP:]:
+                one_step(batch)
+            synchronize(device)
+            best[name] = min(best.get(name, float("inf")), (time.perf_counter() - start) / args.steps)
+    return best
+
+
 def capture_steps(preset: str, device: torch.device, args: argparse.Namespace) -> dict:
     """Seconds per trainer step of ``preset`` on ``device``: today's, the capture-safe step eagerly, and (CUDA) the
     capture-safe step in a CUDA graph; each the best of ``args.rounds``, timed in turns."""
@@ -435,17 +453,7 @@ def capture_steps(preset: str, device: torch.device, args: argparse.Namespace) -
     if device.type == "cuda":
         kinds["graph"] = lambda: capture_safe(True)
     steps = {name: make() for name, make in kinds.items()}
-    best: dict = {}
-    for _ in range(args.rounds):
-        for name, one_step in steps.items():
-            for batch in images[:GRAPH_WARMUP]:
-                one_step(batch)
-            synchronize(device)
-            start = time.perf_counter()
-            for batch in images[GRAPH_WARMUP:]:
-                one_step(batch)
-            synchronize(device)
-            best[name] = min(best.get(name, float("inf")), (time.perf_counter() - start) / args.steps)
+    best = best_in_turns(steps, images, device, args)
     if "graph" in steps and steps["graph"].status != "on":
         print(f"[{device}] {preset}: the graph did not run: {steps['graph'].status}")
     return best
@@ -488,22 +496,11 @@ def seed_steps(preset: str, device: torch.device, args: argparse.Namespace, fold
                            generator=torch.Generator().manual_seed(0)).to(device)
     steps = {"one seed": lambda batch: trainers[0].run_step(batch),
              f"{args.seeds} seeds at once": lambda batch: group.step(trainers, [batch] * len(trainers))}
-    best: dict = {}
     try:
-        for _ in range(args.rounds):
-            for name, one_step in steps.items():
-                for batch in images[:GRAPH_WARMUP]:
-                    one_step(batch)
-                synchronize(device)
-                start = time.perf_counter()
-                for batch in images[GRAPH_WARMUP:]:
-                    one_step(batch)
-                synchronize(device)
-                best[name] = min(best.get(name, float("inf")), (time.perf_counter() - start) / args.steps)
+        return best_in_turns(steps, images, device, args)
     finally:
         for trainer in trainers:
             trainer.cleanup()
-    return best
 
 
 def compare_seeds(args: argparse.Namespace, chosen: list[str], devices: list[str]) -> None:

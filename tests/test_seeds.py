@@ -20,10 +20,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_reliability_train import killed_in_validation  # the trainer stopped in a validation
 
 from agents import load_agent
 from agents.checkpoint import read_checkpoint
-from agents.training import cli, evaluation
+from agents.training import cli
 
 TINY = ["--train-subset", "64", "--batch-size", "32", "--mc-samples", "2", "--test-mc", "0", "--val-subset", "100",
         "--eval-slots", "500", "--no-figure", "--precision", "fp32", "--device", "cpu", "--n-glimpses", "3",
@@ -93,19 +94,8 @@ def test_a_group_resumes_where_it_stopped(mnist_dir, tmp_path, capsys, monkeypat
     in a group of one, whose batched matmuls may round differently from a group of two's (measured: 4e-9): within
     WEIGHT_TOLERANCE; seed 0 only takes its test."""
     straight = cli.main([*TINY, "--seeds", "0,1", "--run-dir", str(tmp_path / "straight")])
-    calls = []
-
-    def killed(*args, **kwargs):  # validations: epoch 1 of seeds 0 and 1, then epoch 2 of seed 0 and of seed 1
-        calls.append(1)
-        if len(calls) == kill_at:
-            raise KeyboardInterrupt
-        return real_evaluate(*args, **kwargs)
-
-    real_evaluate = evaluation.evaluate
-    monkeypatch.setattr(evaluation, "evaluate", killed)
-    with pytest.raises(KeyboardInterrupt):
-        cli.main([*TINY, "--seeds", "0,1", "--run-dir", str(tmp_path / "stopped")])
-    monkeypatch.setattr(evaluation, "evaluate", real_evaluate)
+    # Validations: epoch 1 of seeds 0 and 1, then epoch 2 of seed 0 and of seed 1 (TINY's flags override theirs).
+    killed_in_validation(monkeypatch, tmp_path / "stopped", kill_at, *TINY, "--seeds", "0,1")
     assert [len(metrics(tmp_path / "stopped" / f"seed{seed}")) for seed in (0, 1)] == [kill_at - 2, 1]
     capsys.readouterr()
     resumed = cli.main(["--resume", str(tmp_path / "stopped"), "--seeds", "0,1"])

@@ -24,7 +24,7 @@ from test_reliability_train import killed_in_validation  # the trainer stopped i
 
 from agents import load_agent
 from agents.checkpoint import read_checkpoint
-from agents.training import cli
+from agents.training import cli, seeds
 
 TINY = ["--train-subset", "64", "--batch-size", "32", "--mc-samples", "2", "--test-mc", "0", "--val-subset", "100",
         "--eval-slots", "500", "--no-figure", "--precision", "fp32", "--device", "cpu", "--n-glimpses", "3",
@@ -128,3 +128,27 @@ def test_resume_of_a_group_names_a_missing_seed_folder(mnist_dir, tmp_path, refu
     cli.main([*TINY, "--epochs", "1", "--seeds", "0", "--run-dir", str(tmp_path / "group")])
     refused(cli.main, ["--resume", str(tmp_path / "group"), "--seeds", "0,5"], r"--resume: .*seed5: no config.json")
     assert not (tmp_path / "group" / "seed5").exists()
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step()`")  # a skipped step, as alone
+def test_a_seed_with_nonfinite_steps_stops_alone(mnist_dir, tmp_path, monkeypatch):
+    """A NaN loss in seed 1's first step (with --max-nonfinite-steps 1) stops seed 1 as its lone run would stop, and
+    nothing else: seed 3 shares that step's backward, yet its gradient, its weights and its run are its own."""
+    real, calls = seeds.hybrid_loss, []
+
+    def poisoned(episodes, rl_weight):  # the second seed's loss of the first step is NaN
+        loss = real(episodes, rl_weight)
+        calls.append(1)
+        return loss._replace(total=loss.total * float("nan")) if len(calls) == 2 else loss
+
+    monkeypatch.setattr(seeds, "hybrid_loss", poisoned)
+    with pytest.raises(SystemExit, match=r"seed 1: epoch 1, step 1/2: 1 steps in a row had a NaN"):
+        cli.main([*TINY, "--max-nonfinite-steps", "1", "--seeds", "3,1", "--run-dir", str(tmp_path / "group")])
+    monkeypatch.setattr(seeds, "hybrid_loss", real)
+    assert not {"last.pt", "results.json"} & {path.name for path in (tmp_path / "group" / "seed1").iterdir()}
+    assert (tmp_path / "group" / "seed3" / "results.json").is_file()
+    assert [row["nonfinite_steps"] for row in metrics(tmp_path / "group" / "seed3")] == [0, 0]
+    cli.main([*TINY, "--max-nonfinite-steps", "1", "--seed", "3", "--run-dir", str(tmp_path / "alone")])
+    weights, alone = (load_agent(folder / "last.pt").model.state_dict()
+                      for folder in (tmp_path / "group" / "seed3", tmp_path / "alone"))
+    assert all((weights[k] - alone[k]).abs().max() <= WEIGHT_TOLERANCE for k in weights)

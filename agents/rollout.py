@@ -47,6 +47,10 @@ def run_episodes(
     ``trusted`` (a trainer's own calls, on the unwrapped vector env, with ``options['indices']`` a valid tensor):
     no host sync, so a CUDA graph can hold the rollout: the env skips its checks of our tensors, and the loop plays
     the env's known ``n_glimpses`` steps instead of asking after every step whether the episodes ended.
+
+    Many seeds at once (:mod:`agents.training.seeds`) pass a stacked model and a group of envs in their place: every
+    tensor then has the seed as its first dimension (after the glimpse's, in ``log_probs``, ``baselines`` and
+    ``locations``).
     """
     if locations not in LOCATION_CHOICES:
         raise ValueError(f"locations must be one of {LOCATION_CHOICES}, got {locations!r}")

@@ -152,3 +152,14 @@ def test_a_seed_with_nonfinite_steps_stops_alone(mnist_dir, tmp_path, monkeypatc
     weights, alone = (load_agent(folder / "last.pt").model.state_dict()
                       for folder in (tmp_path / "group" / "seed3", tmp_path / "alone"))
     assert all((weights[k] - alone[k]).abs().max() <= WEIGHT_TOLERANCE for k in weights)
+
+
+def test_a_group_of_unlike_runs_is_refused(mnist_dir, tmp_path, refused):
+    """--resume ROOT --seeds reads each seed's config.json: runs that differ in more than the seed cannot share a
+    step, and are refused before anything is written."""
+    for seed, lr in ((0, "2e-3"), (1, "1e-3")):
+        cli.main([*TINY, "--epochs", "1", "--seed", str(seed), "--lr", lr, "--run-dir", str(tmp_path / f"seed{seed}")])
+    before = {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*")}
+    refused(cli.main, ["--resume", str(tmp_path), "--seeds", "0,1", "--epochs", "2"],
+            r"argument --seeds: .*seed0 and .*seed1 are not one configuration but for the seed \(\{'lr'")
+    assert {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*")} == before

@@ -22,6 +22,7 @@ each seed's ``mm`` into a batched matmul whose sums may be ordered differently (
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,9 +34,11 @@ from torch.func import functional_call, vmap
 from agents import HybridLoss, RecurrentAttentionModel, hybrid_loss, run_episodes
 from agents.ram import State, StepOutput
 from agents.rollout import Episodes
+from agents.training.config import ConfigError, TrainConfig
 from agents.training.precision import autocast
 from agents.training.step import backward
-from agents.training.trainer import Trainer
+from agents.training.trainer import Figures, Trainer
+from glimpse_env.cli import flag_message
 
 
 class SeedStreams:
@@ -171,7 +174,8 @@ class SeedGroup:
     :meth:`Trainer.train` for each seed, the training step shared. A seed stopped by its non-finite steps stops
     alone, as its lone run would; the others go on, and the group then exits saying which stopped."""
 
-    def __init__(self, configs: list, command: list[str], resume: bool = False, figures: Any = None) -> None:
+    def __init__(self, configs: list[TrainConfig], command: list[str], resume: bool = False,
+                 figures: Figures | None = None) -> None:
         self.trainers = [Trainer(config, [*command, f"# seed {config.seed} of {len(configs)} at once"], resume,
                                  figures=figures) for config in configs]
         self.streams: dict[int, SeedStreams] = {}
@@ -205,6 +209,7 @@ class SeedGroup:
     def start(self) -> dict[int, dict]:
         """Every seed checked (before anything is written), opened, and set up unless it is finished; the results
         of the finished ones, by seed."""
+        self.check_alike()
         for trainer in self.trainers:
             trainer.check()
         results = {}
@@ -218,6 +223,20 @@ class SeedGroup:
                 self.streams[trainer.config.seed] = SeedStreams(trainer.device)
                 trainer.run_step.status = "off (--seeds: the seeds' shared step runs eagerly)"
         return results
+
+    def check_alike(self) -> None:
+        """The seeds share a step, so their runs must be one configuration but for the seed and the folder (a group's
+        resume reads each seed's own config.json, which could have been written by another command)."""
+        def rest(config: TrainConfig) -> dict:
+            return {k: v for k, v in dataclasses.asdict(config).items() if k not in ("seed", "run_dir")}
+
+        first = self.trainers[0].config
+        for trainer in self.trainers[1:]:
+            differ = {k: (v, rest(trainer.config)[k]) for k, v in rest(first).items() if rest(trainer.config)[k] != v}
+            if differ:
+                raise ConfigError(flag_message("--seeds", f"{first.run_dir} and {trainer.config.run_dir} are not one "
+                                               f"configuration but for the seed ({differ}); the seeds of a group "
+                                               f"share their training step"))
 
     def train_epoch(self, epoch: int, trainers: list[Trainer]) -> None:
         """One epoch of every seed in ``trainers``: their batches stepped at once."""

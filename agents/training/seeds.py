@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 from torch.func import functional_call, vmap
+from tqdm import tqdm
 
 from agents import HybridLoss, RecurrentAttentionModel, hybrid_loss, run_episodes
 from agents.ram import State, StepOutput
@@ -242,7 +243,8 @@ class SeedGroup:
         """One epoch of every seed in ``trainers``: their batches stepped at once."""
         orders = [trainer.begin_epoch(epoch) for trainer in trainers]
         start = time.perf_counter()
-        for step in range(max((t.steps_per_epoch for t in trainers), default=0)):
+        steps = max((t.steps_per_epoch for t in trainers), default=0)
+        for step in tqdm(range(steps), desc=f"epoch {epoch} ({len(trainers)} seeds)", leave=False, mininterval=1.0):
             live = [(t, order) for t, order in zip(trainers, orders, strict=True)
                     if t.config.seed not in self.stopped]
             if not live:

@@ -56,7 +56,9 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=seed_list, metavar="N,N,...",
                         help="train one run per seed at once, in one process with one batched step for all (the "
                              "GPU's throughput), each in ROOT/seed<N> (ROOT: --run-dir, default runs/<preset>-<time>) "
-                             "exactly as --seed N alone would train it; --resume ROOT --seeds ... continues them")
+                             "as --seed N alone would train it (its streams bit for bit, its weights within float32 "
+                             "rounding); "
+                             "--resume ROOT --seeds ... continues them; not with --seed, --recipe or torchrun")
     add_config_flags(parser, TrainConfig, CHOICES)
     return parser
 

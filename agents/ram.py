@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from gymnasium import spaces
 from torch.special import log_ndtr
 
@@ -133,9 +134,10 @@ class RecurrentAttentionModel(nn.Module):
         location = mean if deterministic else self.sample_location(mean, generator)[0]
         return {"location": location}
 
-    def forward(self, observation: dict[str, torch.Tensor], state: State) -> StepOutput:
+    def forward(self, observation: dict[str, torch.Tensor], state: State, core_by_ops: bool = False) -> StepOutput:
+        """One step. ``core_by_ops``: the core's cell written out in tensor ops (:func:`cell_by_ops`), for vmap."""
         encoded = self.glimpse_net(observation["glimpse"], observation["location"])
-        state = self.core(encoded, state)
+        state = cell_by_ops(self.core, encoded, state) if core_by_ops else self.core(encoded, state)
         hidden = state if self.config.core == "rnn" else state[0]
         detached = hidden.detach()  # the baseline's loss (and REINFORCE, by default) must not reach the core
         policy_input = hidden if self.config.reinforce_core else detached
@@ -145,20 +147,25 @@ class RecurrentAttentionModel(nn.Module):
         return StepOutput(location_mean, baseline, self.classifier(hidden).float(), state)
 
     def sample_location(
-        self, location_mean: torch.Tensor, generator: torch.Generator | None = None
+        self, location_mean: torch.Tensor, generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """A location from the policy, clipped to ``[-1, 1]`` (detached), and its log-probability (B).
 
         The env clips locations, so the policy is a censored Gaussian: a location on the border has the
         probability of all the samples beyond it, and the log-probability is that of the location actually used.
+        ``noise``: the standard normal draw, when the caller made it (many seeds at once draw each seed's from its
+        own stream, outside vmap); else drawn here from ``generator``.
         """
         std = self.config.loc_std
-        noise = torch.randn(location_mean.shape, generator=generator, device=location_mean.device)
+        if noise is None:
+            noise = torch.randn(location_mean.shape, generator=generator, device=location_mean.device)
         location = (location_mean.detach() + std * noise).clamp(-1.0, 1.0)
         return location, self.location_log_prob(location_mean, location)
 
     def location_log_prob(self, location_mean: torch.Tensor, location: torch.Tensor) -> torch.Tensor:
-        """Log-probability (B) of the clipped ``location`` under the censored Gaussian around ``location_mean``."""
+        """Log-probability (B, or ... x B) of the clipped ``location`` under the censored Gaussian around
+        ``location_mean``."""
         std = self.config.loc_std
         z = (location - location_mean) / std
         # torch.full, not torch.tensor: no copy from the host, which a CUDA graph cannot hold (same float32)
@@ -166,7 +173,7 @@ class RecurrentAttentionModel(nn.Module):
         upper = log_ndtr((location_mean - 1.0) / std)  # P(sample >= 1)
         lower = log_ndtr((-1.0 - location_mean) / std)  # P(sample <= -1)
         log_prob = torch.where(location >= 1.0, upper, torch.where(location <= -1.0, lower, inside))
-        return log_prob.sum(dim=1)
+        return log_prob.sum(dim=-1)  # -1: also for many seeds' means at once (seed x B x 2), without vmap
 
     @torch.no_grad()
     def act(
@@ -186,3 +193,17 @@ class RecurrentAttentionModel(nn.Module):
         else:
             location, _ = self.sample_location(out.location_mean, generator)
         return {"location": location, "prediction": out.logits}, out.state
+
+
+def cell_by_ops(core: nn.RNNCell | nn.LSTMCell, x: torch.Tensor, state: State) -> State:
+    """``core(x, state)`` written out in tensor ops, in the order of ATen's CPU cells (``linear_hh(h) +
+    linear_ih(x)``, then the nonlinearity or the LSTM's gates): torch.func.vmap has no batching rule for torch's fused
+    cells (rnn_relu_cell falls back to a loop over the batch, lstm_cell fails), and many seeds at once
+    (:mod:`agents.training.seeds`) vmap the model over stacked weights."""
+    hidden = state if isinstance(core, nn.RNNCell) else state[0]
+    gates = F.linear(hidden, core.weight_hh, core.bias_hh) + F.linear(x, core.weight_ih, core.bias_ih)
+    if isinstance(core, nn.RNNCell):
+        return torch.relu(gates)
+    ingate, forgetgate, cellgate, outgate = gates.chunk(4, dim=-1)
+    cell = forgetgate.sigmoid() * state[1] + ingate.sigmoid() * cellgate.tanh()
+    return outgate.sigmoid() * cell.tanh(), cell

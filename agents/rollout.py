@@ -47,6 +47,10 @@ def run_episodes(
     ``trusted`` (a trainer's own calls, on the unwrapped vector env, with ``options['indices']`` a valid tensor):
     no host sync, so a CUDA graph can hold the rollout: the env skips its checks of our tensors, and the loop plays
     the env's known ``n_glimpses`` steps instead of asking after every step whether the episodes ended.
+
+    Many seeds at once (:mod:`agents.training.seeds`) pass a stacked model and a group of envs in their place: every
+    tensor then has the seed as its first dimension (after the glimpse's, in ``log_probs``, ``baselines`` and
+    ``locations``).
     """
     if locations not in LOCATION_CHOICES:
         raise ValueError(f"locations must be one of {LOCATION_CHOICES}, got {locations!r}")
@@ -62,7 +66,8 @@ def run_episodes(
         else:
             first, log_prob = model.sample_location(first_mean, generator)
             log_probs.append(log_prob)
-            baselines.append(model.first_baseline.float().expand(env.num_envs))
+            # [..., None]: a scalar, or one per seed (many seeds at once), spread over the slots
+            baselines.append(model.first_baseline.float()[..., None].expand(first_mean.shape[:-1]))
         options = {**(options or {}), "location": first}
     observation, _ = env.reset(options=options)
     state = model.initial_state(env.num_envs, observation["glimpse"].device)
@@ -89,7 +94,7 @@ def run_episodes(
         if log_prob is not None:
             log_probs.append(log_prob)
             baselines.append(out.baseline)
-    stack = (lambda rows: torch.stack(rows)) if log_probs else (lambda rows: total.new_zeros(0, env.num_envs))
+    stack = (lambda rows: torch.stack(rows)) if log_probs else (lambda rows: total.new_zeros(0, *total.shape))
     return Episodes(out.logits, stack(log_probs), stack(baselines), total, info["label"], torch.stack(looked_at))
 
 

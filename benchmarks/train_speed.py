@@ -36,6 +36,12 @@ env's checks, at every glimpse's end test and for the skip), the capture-safe st
 (:class:`agents.training.step.DeviceStep`), and, on CUDA, that step captured once in a CUDA graph and replayed
 (:class:`agents.training.cuda_graph.GraphedStep`, what the trainer runs there by default). On the CPU it shows that
 the capture-safe step costs nothing there (no preset's step slower than today's in the same run).
+
+    python benchmarks/train_speed.py --seeds 8 --device cuda --presets 28x28   # 8 seeds at once vs one seed
+
+With ``--seeds N`` it times, instead, N seeds trained at once (the trainer's ``--seeds``: one vmapped step for all,
+:mod:`agents.training.seeds`) against one seed's trainer step, on real trainers (MNIST needed): episodes/s of each
+and their ratio (target on an H100: >= 5x at N = 8; on the CPU about 1x, where one seed already fills the cores).
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ from agents.training.config import TrainConfig
 from agents.training.cuda_graph import GraphedStep
 from agents.training.distributed import Distributed, init_distributed
 from agents.training.precision import has_fast_bf16
+from agents.training.seeds import SeedGroup
 from agents.training.step import DeviceStep, EpisodeLoss, backward_and_clip, make_optimizer, wrap_for_ddp
 from glimpse_env import cpu_kernels
 from glimpse_env.data import TRAIN_SIZE
@@ -385,6 +392,24 @@ GRAPH_WARMUP = 5  # untimed steps: GraphedStep's 3 eager ones, its capture and a
 NOISE = 0.03  # a CPU step's best of 3 rounds moves this much from run to run on a loaded 2-core machine
 
 
+def best_in_turns(steps: dict[str, Callable[[torch.Tensor], object]], images: torch.Tensor, device: torch.device,
+                  args: argparse.Namespace) -> dict[str, float]:
+    """Seconds per step of each of ``steps`` (one call per batch of ``images``, GRAPH_WARMUP untimed first), timed
+    in turns, each the best of ``args.rounds``."""
+    best: dict = {}
+    for _ in range(args.rounds):
+        for name, one_step in steps.items():
+            for batch in images[:GRAPH_WARMUP]:
+                one_step(batch)
+            synchronize(device)
+            start = time.perf_counter()
+            for batch in images[GRAPH_WARMUP:]:
+                one_step(batch)
+            synchronize(device)
+            best[name] = min(best.get(name, float("inf")), (time.perf_counter() - start) / args.steps)
+    return best
+
+
 def capture_steps(preset: str, device: torch.device, args: argparse.Namespace) -> dict:
     """Seconds per trainer step of ``preset`` on ``device``: today's, the capture-safe step eagerly, and (CUDA) the
     capture-safe step in a CUDA graph; each the best of ``args.rounds``, timed in turns."""
@@ -428,17 +453,7 @@ def capture_steps(preset: str, device: torch.device, args: argparse.Namespace) -
     if device.type == "cuda":
         kinds["graph"] = lambda: capture_safe(True)
     steps = {name: make() for name, make in kinds.items()}
-    best: dict = {}
-    for _ in range(args.rounds):
-        for name, one_step in steps.items():
-            for batch in images[:GRAPH_WARMUP]:
-                one_step(batch)
-            synchronize(device)
-            start = time.perf_counter()
-            for batch in images[GRAPH_WARMUP:]:
-                one_step(batch)
-            synchronize(device)
-            best[name] = min(best.get(name, float("inf")), (time.perf_counter() - start) / args.steps)
+    best = best_in_turns(steps, images, device, args)
     if "graph" in steps and steps["graph"].status != "on":
         print(f"[{device}] {preset}: the graph did not run: {steps['graph'].status}")
     return best
@@ -467,6 +482,43 @@ def compare_capture(args: argparse.Namespace, chosen: list[str], devices: list[s
             print(f"CPU: {verdict} in the same run (by more than {100 * NOISE:.0f}%, the noise of round to round)")
 
 
+def seed_steps(preset: str, device: torch.device, args: argparse.Namespace, folder: Path) -> dict:
+    """Seconds per step of one seed's trainer step (its default path: a CUDA graph on CUDA) and of ``args.seeds``
+    seeds' shared step (:meth:`agents.training.seeds.SeedGroup.step`), each the best of ``args.rounds``, in turns.
+    Real trainers (MNIST needed), fp32, set up in run folders under ``folder``."""
+    configs = [TrainConfig(**PRESETS[preset], batch_size=args.batch_size, mc_samples=args.mc_samples,
+                           shared_canvas=args.shared_canvas, seed=seed, device=str(device), precision="fp32",
+                           epochs=1, figure=False, run_dir=str(folder / f"seed{seed}")) for seed in range(args.seeds)]
+    group = SeedGroup(configs, [])
+    group.start()
+    trainers = group.trainers
+    images = torch.randint(0, TRAIN_SIZE, (GRAPH_WARMUP + args.steps, args.batch_size),
+                           generator=torch.Generator().manual_seed(0)).to(device)
+    steps = {"one seed": lambda batch: trainers[0].run_step(batch),
+             f"{args.seeds} seeds at once": lambda batch: group.step(trainers, [batch] * len(trainers))}
+    try:
+        return best_in_turns(steps, images, device, args)
+    finally:
+        for trainer in trainers:
+            trainer.cleanup()
+
+
+def compare_seeds(args: argparse.Namespace, chosen: list[str], devices: list[str]) -> None:
+    """``--seeds N``: episodes/s of N seeds trained at once against one seed's, per preset, same run."""
+    slots = args.batch_size * args.mc_samples
+    torch.set_num_threads(args.threads[0])
+    for device_name in devices:
+        device = resolve_device(device_name)
+        for preset in chosen:
+            with tempfile.TemporaryDirectory() as folder:
+                best = seed_steps(preset, device, args, Path(folder))
+            one, group = best["one seed"], best[f"{args.seeds} seeds at once"]
+            print(f"[{device}] {preset}, fp32, {args.batch_size} images x M={args.mc_samples} per seed: one seed "
+                  f"{slots / one:,.0f} episodes/s ({1000 * one:.1f} ms/step); {args.seeds} seeds at once "
+                  f"{args.seeds * slots / group:,.0f} episodes/s ({1000 * group:.1f} ms/step); "
+                  f"ratio {args.seeds * one / group:.2f}x", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="all", help="cpu, cuda, or all (CPU, and CUDA when present)")
@@ -488,6 +540,9 @@ def main() -> None:
     parser.add_argument("--cuda-graph", action="store_true",
                         help="time instead the trainer's step three ways: today's, capture-safe eagerly and (CUDA) "
                              "in one CUDA graph")
+    parser.add_argument("--seeds", type=int, default=0,
+                        help="time instead this many seeds trained at once (--seeds of the trainer) against one "
+                             "seed, in episodes/s (real trainers: MNIST needed)")
     parser.add_argument("--world-size", type=int, default=0,
                         help="measure instead how training scales: this many ranks x 1 thread (DDP) against 1 "
                              "process x this many threads (CPU)")
@@ -506,6 +561,9 @@ def main() -> None:
         part.strip() in name for part in args.presets.split(","))]
     if args.cuda_graph:
         compare_capture(args, chosen, devices)
+        return
+    if args.seeds > 0:
+        compare_seeds(args, chosen, devices)
         return
     for device_name in devices:
         device = resolve_device(device_name)

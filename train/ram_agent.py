@@ -5,6 +5,7 @@
     python train/ram_agent.py --recipe cluttered60-8g      # every stage of a shipped checkpoint, in turn
     python train/ram_agent.py --resume runs/mnist28-6g-... # continue a run that was stopped
     python train/ram_agent.py --list-presets               # the paper's rows and the recipes
+    python train/ram_agent.py --seeds 0,1,2 --run-dir runs/g   # 3 seeds at once, one batched step: runs/g/seed<N>
     torchrun --standalone --nproc_per_node=2 train/ram_agent.py --preset cluttered60-8g   # 2 processes (GPUs)
     torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 train/ram_agent.py ...
 

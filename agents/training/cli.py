@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from contextlib import nullcontext, redirect_stdout
 from functools import partial
 from pathlib import Path
@@ -32,6 +33,7 @@ from agents.training.config import (
 from agents.training.distributed import Distributed, init_distributed
 from agents.training.evaluation import evaluate_checkpoint, format_result
 from agents.training.presets import PRESETS, RECIPES, stage_values
+from agents.training.seeds import SeedGroup
 from agents.training.trainer import Figures, train
 from glimpse_env.cli import SEED, fail, flag_message, int_in, load_split, positive_float
 from glimpse_env.config import _check_int, resolve_device
@@ -51,8 +53,22 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int_in(1), default=None,
                         help="torch intra-op threads of each process (default: torch's; under torchrun the "
                              "machine's cores shared among its processes, unless OMP_NUM_THREADS was set)")
+    parser.add_argument("--seeds", type=seed_list, metavar="N,N,...",
+                        help="train one run per seed at once, in one process with one batched step for all (the "
+                             "GPU's throughput), each in ROOT/seed<N> (ROOT: --run-dir, default runs/<preset>-<time>) "
+                             "as --seed N alone would train it (its streams bit for bit, its weights within float32 "
+                             "rounding); "
+                             "--resume ROOT --seeds ... continues them; not with --seed, --recipe or torchrun")
     add_config_flags(parser, TrainConfig, CHOICES)
     return parser
+
+
+def seed_list(text: str) -> list[int]:
+    """An argparse ``type``: distinct seeds, comma-separated, each checked as --seed is."""
+    seeds = [SEED(part.strip()) for part in text.split(",")]
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"the seeds must be distinct, got {text!r}")
+    return seeds
 
 
 def main(argv: list[str] | None = None, figures: Figures | None = None, description: str | None = None) -> dict | None:
@@ -68,6 +84,8 @@ def main(argv: list[str] | None = None, figures: Figures | None = None, descript
             if args.list_presets:
                 list_presets()
                 return None
+            if args.seeds is not None:
+                refuse_seeds_with(args, dist)
             if args.recipe and (args.resume or hasattr(args, "init_from") or hasattr(args, "preset")):
                 raise ConfigError(flag_message("--recipe", "starts each stage from the one before and continues by "
                                                "itself: run the same --recipe command again instead of --resume; "
@@ -76,6 +94,8 @@ def main(argv: list[str] | None = None, figures: Figures | None = None, descript
                 ["torchrun", f"--nnodes={dist.world_size // dist.local_world_size}",
                  f"--nproc_per_node={dist.local_world_size}"]
             command = [*launcher, *sys.argv] if argv is None else [*launcher, "train/ram_agent.py", *argv]
+            if args.seeds is not None:
+                return SeedGroup(seed_configs(args), command, bool(args.resume), figures).train()
             if args.recipe:
                 return run_recipe(args, command, dist, figures)
             config = dist.from_rank0(lambda: resolve_config(args))
@@ -91,6 +111,28 @@ def refuse(parser: argparse.ArgumentParser, error: ConfigError, dist: Distribute
     if dist.main:
         parser.error(str(error))
     raise SystemExit(2)
+
+
+def refuse_seeds_with(args: argparse.Namespace, dist: Distributed) -> None:
+    """--seeds trains its seeds in one process: not with --seed, --recipe or torchrun."""
+    clash = "--seed (each run's seed comes from --seeds)" if hasattr(args, "seed") else \
+        "--recipe (train each seed's recipe with --recipe ... --seed N)" if args.recipe else \
+        "torchrun (the seeds share one process and its device: run python train/ram_agent.py)" if dist.active \
+        else None
+    if clash:
+        raise ConfigError(flag_message("--seeds", f"not with {clash}"))
+
+
+def seed_configs(args: argparse.Namespace) -> list[TrainConfig]:
+    """The configuration of each seed of --seeds: the run --seed N alone would train, in ROOT/seed<N>; with
+    --resume ROOT, each seed's own run folder continued."""
+    if args.resume:
+        return [resolve_config(argparse.Namespace(**{**vars(args), "resume": str(Path(args.resume) / f"seed{seed}")}))
+                for seed in args.seeds]
+    preset = getattr(args, "preset", TrainConfig.preset)
+    root = Path(getattr(args, "run_dir", "") or f"runs/{preset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    return [resolve_config(argparse.Namespace(**{**vars(args), "seed": seed, "run_dir": str(root / f"seed{seed}")}))
+            for seed in args.seeds]
 
 
 def list_presets() -> None:

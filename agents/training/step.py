@@ -156,17 +156,33 @@ def backward_and_clip(loss: HybridLoss, params: list[nn.Parameter], config: Trai
                       dist: Distributed) -> torch.Tensor:
     """Fill the parameters' gradients (averaged over ranks), clipped to --grad-clip; return the norm before
     clipping (NaN or inf if the gradient is not finite)."""
-    clip = config.grad_clip or math.inf  # inf: measure the norm without clipping
+    return clip_gradients(params, backward(loss, params, config), config, dist)
+
+
+def backward(loss: HybridLoss, params: list[nn.Parameter], config: TrainConfig) -> list | None:
+    """The backward half of :func:`backward_and_clip`: fill ``.grad``; under --clip-separately REINFORCE's
+    gradients are kept apart and returned (one per parameter, None where it has none). Apart from the clipping so
+    that many seeds at once (:mod:`agents.training.seeds`) make one backward of their summed losses, then clip each
+    seed's own gradient."""
     if not config.clip_separately:
         loss.total.backward()  # under DDP, averaged over the ranks as it runs
-        return torch.nn.utils.clip_grad_norm_(params, clip)
+        return None
     # REINFORCE's gradient kept apart, then the supervised one into .grad; each clipped, then added.
     reinforce = config.rl_weight * loss.reinforce
     if reinforce.requires_grad:
-        rl_grads = torch.autograd.grad(reinforce, params, retain_graph=True, allow_unused=True)
+        rl_grads = list(torch.autograd.grad(reinforce, params, retain_graph=True, allow_unused=True))
     else:  # one glimpse and the env's first location: no location was chosen
         rl_grads = [None] * len(params)
     (loss.cross_entropy + loss.baseline).backward()
+    return rl_grads
+
+
+def clip_gradients(params: list[nn.Parameter], rl_grads: list | None, config: TrainConfig,
+                   dist: Distributed) -> torch.Tensor:
+    """The clipping half of :func:`backward_and_clip` (``rl_grads``: what :func:`backward` returned)."""
+    clip = config.grad_clip or math.inf  # inf: measure the norm without clipping
+    if rl_grads is None:
+        return torch.nn.utils.clip_grad_norm_(params, clip)
     parts = []
     for grads in ([p.grad for p in params], list(rl_grads)):
         grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
@@ -215,13 +231,23 @@ class DeviceStep:
         self.limit_step.fill_(-1)
 
     def __call__(self, images: torch.Tensor) -> tuple[HybridLoss, Episodes]:
-        config = self.config
-        options = {"indices": images.repeat_interleave(config.mc_samples),
-                   "slots_per_canvas": config.mc_samples if config.shared_canvas else 1}
         with autocast(self.device, self.autocast_dtype):
-            loss, episodes = self.step_module(options)
+            loss, episodes = self.step_module(self.options(images))
         self.optimizer.zero_grad(set_to_none=True)
-        grad_norm = backward_and_clip(loss, self.params, config, self.dist)
+        return self.after_backward(loss, episodes, backward(loss, self.params, self.config))
+
+    def options(self, images: torch.Tensor) -> dict[str, Any]:
+        """The env's reset options for a batch: each image in mc_samples slots."""
+        config = self.config
+        return {"indices": images.repeat_interleave(config.mc_samples),
+                "slots_per_canvas": config.mc_samples if config.shared_canvas else 1}
+
+    def after_backward(self, loss: HybridLoss, episodes: Episodes, rl_grads: list | None) -> tuple[HybridLoss,
+                                                                                                   Episodes]:
+        """The step once the gradients are in ``.grad`` (``rl_grads``: see :func:`backward`): clipping, the skip or
+        the update, the sums. Apart so that many seeds at once (:mod:`agents.training.seeds`) run it per seed."""
+        config = self.config
+        grad_norm = clip_gradients(self.params, rl_grads, config, self.dist)
         ok = self.dist.all_true_on_device(torch.isfinite(loss.total) & torch.isfinite(grad_norm))
         self.update(ok)
         parts = (loss.total, loss.cross_entropy, loss.baseline, loss.reinforce, episodes.reward.mean())

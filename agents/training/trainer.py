@@ -222,34 +222,46 @@ class Trainer:
     def train_epoch(self, epoch: int) -> None:
         """One pass over the training images, a step per batch."""
         config, dist = self.config, self.dist
+        order = self.begin_epoch(epoch)
+        bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}", leave=False, mininterval=1.0,
+                   disable=None if dist.main else True)
+        for step in bar:
+            loss, episodes = self.train_step(epoch, step, self.step_images(order, step))
+            if step % 50 == 0 and dist.main:
+                bar.set_postfix(loss=f"{loss.total.item():.3f}", reward=f"{episodes.reward.mean().item():.3f}",
+                                val_error=self.last_val_error)
+        self.train_seconds = time.perf_counter() - self.epoch_start
+
+    def begin_epoch(self, epoch: int) -> torch.Tensor:
+        """The epoch's start: the model's mode and location noise, its clock, its sums; its order of the images."""
+        config = self.config
         self.model.train()
         # The noise of this epoch's location samples; a checkpoint records the one its model was trained with last.
         self.model.config = dataclasses.replace(self.model.config, loc_std=location_std(config, epoch))
         self.epoch_start = time.perf_counter()
         # Drawn on the CPU as always, then on the device at once: no copy from the host at each step.
         order = epoch_order(self.num_train, self.steps_per_epoch * config.batch_size, self.order_generator)
-        order = order.to(self.device)
         self.device_step.start_epoch()  # the epoch's sums and counts, on the device
-        bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}", leave=False, mininterval=1.0,
-                   disable=None if dist.main else True)
-        for step in bar:
-            images = order[step * config.batch_size:(step + 1) * config.batch_size]
-            images = images[dist.rank * self.batch:(dist.rank + 1) * self.batch]  # this rank's share
-            loss, episodes = self.train_step(epoch, step, images)
-            if step % 50 == 0 and dist.main:
-                bar.set_postfix(loss=f"{loss.total.item():.3f}", reward=f"{episodes.reward.mean().item():.3f}",
-                                val_error=self.last_val_error)
-        self.train_seconds = time.perf_counter() - self.epoch_start
+        return order.to(self.device)
+
+    def step_images(self, order: torch.Tensor, step: int) -> torch.Tensor:
+        """This rank's share of the images of the epoch's batch ``step``."""
+        images = order[step * self.config.batch_size:(step + 1) * self.config.batch_size]
+        return images[self.dist.rank * self.batch:(self.dist.rank + 1) * self.batch]
 
     def train_step(self, epoch: int, step: int, images: torch.Tensor) -> tuple:
         """One optimizer step on ``images`` (this rank's share of the batch), or none when the loss or the gradient
         is not finite on some rank (every rank then skips it): :class:`DeviceStep`, replayed from a CUDA graph
         where one was captured."""
         loss, episodes = self.run_step(images)
+        self.after_step(epoch, step)
+        return loss, episodes
+
+    def after_step(self, epoch: int, step: int) -> None:
+        """The schedule's step and, when it is time to read it, the check of the non-finite steps in a row."""
         self.scheduler.step()  # the schedule follows the step count, taken or skipped
         if self.device.type == "cpu" or (step + 1) % NONFINITE_CHECK_EVERY == 0 or step + 1 == self.steps_per_epoch:
             self.stop_if_nonfinite(epoch)
-        return loss, episodes
 
     def stop_if_nonfinite(self, epoch: int) -> None:
         """Stop once --max-nonfinite-steps steps in a row were skipped. On CUDA this is read every

@@ -20,15 +20,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_FLAGS
 from test_reliability_train import killed_in_validation  # the trainer stopped in a validation
 
 from agents import load_agent
 from agents.checkpoint import read_checkpoint
 from agents.training import cli, seeds
 
-TINY = ["--train-subset", "64", "--batch-size", "32", "--mc-samples", "2", "--test-mc", "0", "--val-subset", "100",
-        "--eval-slots", "500", "--no-figure", "--precision", "fp32", "--device", "cpu", "--n-glimpses", "3",
-        "--epochs", "2"]
+# The shared tiny run, shorter: 2 steps an epoch, 2 epochs.
+TINY = [*TINY_FLAGS, "--train-subset", "64", "--val-subset", "100", "--eval-slots", "500", "--epochs", "2"]
 WEIGHT_TOLERANCE = 1e-4  # absolute; measured <= 1.8e-5 (see the module's docstring)
 METRIC_TOLERANCE = 2e-6  # relative; measured <= 3.5e-7
 TIMING = {"epoch_seconds", "train_episodes_per_second", "wall_seconds"}  # the group's clock, not the seed's

@@ -200,8 +200,9 @@ class GlimpseMNISTVectorEnv(VectorEnv):
         check = self._check_flag(options.get("check", True), "options['check']")
         indices, chosen = options.get("indices"), options.get("location")
         if check:
-            indices = self._check_indices(indices, group) if indices is not None else None
-            if chosen is not None:
+            # A key given is checked, None included: only a missing key means "random" or "the env's own".
+            indices = self._check_indices(indices, group) if "indices" in options else None
+            if "location" in options:
                 chosen = check_numbers(chosen, "options['location']", (self.num_envs, 2), self.device)
         else:  # a trusted caller's tensors (a trainer's own): the range and finite checks read them on the host
             indices = trusted(indices, self.device, torch.int64)

@@ -184,7 +184,7 @@ def test_the_cpu_runs_eagerly_and_says_so(mnist_dir, tmp_path):
              "--epochs", "1", "--run-dir", str(tmp_path / "run")]
     results = cli.main(flags)
     assert results["cuda_graph"] == "off (eager on the CPU)"
-    assert "cuda_graph" not in json.loads((tmp_path / "run" / "config.json").read_text())  # the default: unsaid
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["cuda_graph"] == "on"  # recorded like any flag
     assert GraphedStep(None, "off", torch.device("cuda"), Distributed()).status == "off"
 
 

@@ -152,13 +152,10 @@ ENV_CHOICES = {name: list(GlimpseConfig.__dataclass_fields__[name].metadata["cho
                if GlimpseConfig.__dataclass_fields__[name].metadata["choices"]}
 CHOICES = {"preset": list(PRESETS), "core": list(CORES), "lr_schedule": list(LR_SCHEDULES),
            "precision": list(PRECISIONS), "cuda_graph": ["on", "off"], **ENV_CHOICES}
-# How a run executes, never what it computes on the CPU: config.json names one only when it differs from this
-# default, so a run folder reads as it did before the field existed.
-RECORDED_IF_CHANGED = {"cuda_graph": "on"}
 # Fields a run folder written before they existed lacks, with the behaviour it was trained with.
 ADDED_LATER = {"learn_first_location": False, "reinforce_core": False, "shared_canvas": False, "init_from": "",
                "val_subset": 0, "max_nonfinite_steps": 20, "clip_separately": False, "loc_std_final": 0.0,
-               "ema_decay": 0.0, "test_subset": 0}
+               "ema_decay": 0.0, "test_subset": 0, "cuda_graph": "on"}
 # What may change when a run is resumed; everything else must match the run's config.json.
 RESUMABLE_CHANGES = {"epochs", "device", "run_dir", "data_dir", "figure", "eval_slots", "max_nonfinite_steps",
                      "cuda_graph"}

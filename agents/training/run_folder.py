@@ -31,7 +31,7 @@ import torch
 
 from agents import RAMConfig, RecurrentAttentionModel, save_agent
 from agents.checkpoint import read_checkpoint
-from agents.training.config import ADDED_LATER, RECORDED_IF_CHANGED, ConfigError, TrainConfig
+from agents.training.config import ADDED_LATER, ConfigError, TrainConfig
 from agents.training.distributed import Distributed
 from glimpse_env.cli import flag_message
 from glimpse_env.files import atomic_write
@@ -119,9 +119,7 @@ class Run:
             stray.unlink()
         if not started:  # written once, by the first start (config.json last: it marks the run started)
             self.write_text("command.txt", " ".join(command) + "\n")
-            record = {k: v for k, v in asdict(config).items()
-                      if k not in RECORDED_IF_CHANGED or RECORDED_IF_CHANGED[k] != v}
-            self.write_text("config.json", json.dumps(record, indent=2) + "\n")
+            self.write_text("config.json", json.dumps(asdict(config), indent=2) + "\n")
 
     def close(self) -> None:
         self.lock.release()
